@@ -1,0 +1,18 @@
+"""keras_compress: model optimization for Keras 3.
+
+Submodules:
+    pruning: magnitude, block and N:M pruning driven by callbacks.
+    convert: LiteRT/TFLite conversion and verification of the file.
+    analysis: sparsity and size reports.
+    datasets: offline data loaders.
+"""
+
+from keras_compress import analysis
+from keras_compress import convert
+from keras_compress import datasets
+from keras_compress import pruning
+from keras_compress import rewrite
+
+__version__ = "0.1.0"
+
+__all__ = ["analysis", "convert", "datasets", "pruning", "rewrite"]

@@ -1,0 +1,1 @@
+"""Conversion to LiteRT/TFLite, and verification of the converted file."""

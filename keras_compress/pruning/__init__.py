@@ -1,0 +1,48 @@
+"""Magnitude pruning for Keras 3: schedules, wrappers, callbacks and strip.
+
+Example:
+
+```python
+import keras_compress as kc
+
+pruned = kc.pruning.prune_low_magnitude(
+    model, pruning_schedule=kc.pruning.PolynomialDecay(0.0, 0.8, 0, 1000))
+pruned.compile(...)
+pruned.fit(x, y, callbacks=[kc.pruning.UpdatePruningStep()])
+small = kc.pruning.strip_pruning(pruned)
+```
+"""
+
+from keras_compress.pruning.callbacks import PruningSummaries
+from keras_compress.pruning.callbacks import UpdatePruningStep
+from keras_compress.pruning.masks import block_mask
+from keras_compress.pruning.masks import magnitude_mask
+from keras_compress.pruning.masks import n_m_mask
+from keras_compress.pruning.prune_api import get_pruners
+from keras_compress.pruning.prune_api import prune_low_magnitude
+from keras_compress.pruning.prune_api import strip_pruning
+from keras_compress.pruning.pruned_model import PrunedModel
+from keras_compress.pruning.registry import get_prunable_weights
+from keras_compress.pruning.registry import is_prunable
+from keras_compress.pruning.schedules import ConstantSparsity
+from keras_compress.pruning.schedules import PolynomialDecay
+from keras_compress.pruning.schedules import PruningSchedule
+from keras_compress.pruning.wrapper import PruneLowMagnitude
+
+__all__ = [
+    "ConstantSparsity",
+    "PolynomialDecay",
+    "PruneLowMagnitude",
+    "PrunedModel",
+    "PruningSchedule",
+    "PruningSummaries",
+    "UpdatePruningStep",
+    "block_mask",
+    "get_prunable_weights",
+    "get_pruners",
+    "is_prunable",
+    "magnitude_mask",
+    "n_m_mask",
+    "prune_low_magnitude",
+    "strip_pruning",
+]

@@ -1,0 +1,205 @@
+"""The pruning state of one layer: masks, step and how they are kept.
+
+How pruned weights stay exactly zero, with no cost in the forward pass:
+
+1. When masks change (in `UpdatePruningStep`, between batches), the weights
+   are multiplied by their masks in place.
+2. After every optimizer step, Keras applies each variable's `constraint`;
+   we install one that multiplies by the mask (composed with any constraint
+   the user had), so whatever the optimizer's momentum does to a pruned
+   weight is undone inside the same train step.
+
+So the variables themselves are always sparse: the layer runs unchanged
+(no `kernel * mask` in `call`, nothing for XLA or `tf.distribute` to special
+case), a checkpoint saved at any point holds zeros (tfmot saves dense
+weights mid-training, its issue 206), and stripping only drops the masks.
+
+Both owners of this state, the `PruneLowMagnitude` wrapper and the
+`PrunedModel` used for subclassed models, create the variables through
+`create_variables` in their `build()`, so that `.keras` files restore them.
+"""
+
+import keras
+from keras import ops
+
+from keras_compress.pruning import masks as masks_lib
+from keras_compress.pruning import registry
+
+
+class MaskConstraint(keras.constraints.Constraint):
+    """Multiplies a weight by its pruning mask after each optimizer step.
+
+    Installed on variables at build time, never serialized: the wrapper that
+    owns the mask re-installs it when a saved model is loaded.
+
+    Args:
+        mask: The 0/1 mask variable.
+        base: The constraint the variable had before (or None), applied
+            first.
+    """
+
+    def __init__(self, mask, base=None):
+        self.mask = mask
+        self.base = base
+
+    def __call__(self, weight):
+        if self.base is not None:
+            weight = self.base(weight)
+        return weight * ops.cast(self.mask, weight.dtype)
+
+
+class LayerPruner:
+    """Masks, step counter and mask updates for the prunable weights of a layer.
+
+    Args:
+        layer: The layer whose weights are pruned (built before
+            `create_variables`).
+        pruning_schedule: A `PruningSchedule`.
+        block_size: `(rows, cols)`; `(1, 1)` prunes single weights.
+        block_pooling_type: `"AVG"` or `"MAX"`, how a block is scored.
+        sparsity_m_by_n: `(n, m)`, e.g. `(2, 4)`, or None. Keeps `n` of
+            every `m` weights along the input-channel axis; the schedule then
+            only decides when the pattern is applied.
+    """
+
+    def __init__(self, layer, pruning_schedule, block_size=(1, 1),
+                 block_pooling_type="AVG", sparsity_m_by_n=None):
+        self.layer = layer
+        self.schedule = pruning_schedule
+        self.block_size = tuple(block_size)
+        self.block_pooling_type = block_pooling_type
+        self.sparsity_m_by_n = (
+            tuple(sparsity_m_by_n) if sparsity_m_by_n else None
+        )
+        self.weights = []
+        self.masks = []
+        self.step = None
+        # Set by UpdatePruningStep.on_train_begin; checked when a training
+        # graph is traced, so that a forgotten callback is an error instead
+        # of a model that silently never prunes.
+        self.callback_attached = False
+        self._host_step = None
+
+    def create_variables(self, owner):
+        """Creates masks and step on `owner` and installs the constraints.
+
+        Args:
+            owner: The `keras.layers.Layer` that tracks (and saves) them.
+        """
+        weights = registry.get_prunable_weights(self.layer)
+        if weights is None:
+            raise ValueError(
+                f"Layer '{self.layer.name}' ({type(self.layer).__name__}) has "
+                "no prunable weights. Prunable: Dense, EinsumDense, Conv*, "
+                "DepthwiseConv2D, SeparableConv*, Embedding, SimpleRNN/LSTM/"
+                "GRU, MultiHeadAttention, or any layer that defines "
+                "get_prunable_weights()."
+            )
+        for weight in weights:
+            self._check_weight(weight)
+        self.weights = weights
+        self.masks = [
+            owner.add_weight(
+                name=f"{weight.name}_mask",
+                shape=weight.shape,
+                dtype=weight.dtype,
+                initializer="ones",
+                trainable=False,
+            )
+            for weight in weights
+        ]
+        self.step = owner.add_weight(
+            name="pruning_step",
+            shape=(),
+            dtype="int64",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+        )
+        for weight, mask in zip(self.weights, self.masks):
+            base = weight.constraint
+            if isinstance(base, MaskConstraint):  # re-built: do not stack
+                base = base.base
+            weight.constraint = MaskConstraint(mask, base)
+
+    def _check_weight(self, weight):
+        name = f"layer '{self.layer.name}', weight '{weight.name}'"
+        if self.block_size != (1, 1) and len(weight.shape) < 2:
+            raise ValueError(
+                f"block_size={self.block_size} needs weights of rank >= 2; "
+                f"{name} has shape {tuple(weight.shape)}."
+            )
+        if self.sparsity_m_by_n:
+            n, m = self.sparsity_m_by_n
+            if len(weight.shape) < 2:
+                raise ValueError(
+                    f"sparsity_m_by_n needs weights of rank >= 2; {name} has "
+                    f"shape {tuple(weight.shape)}."
+                )
+            channels = weight.shape[-2]
+            if channels % m:
+                raise ValueError(
+                    f"sparsity_m_by_n={self.sparsity_m_by_n}: m={m} does not "
+                    f"divide the {channels} input channels of {name} (shape "
+                    f"{tuple(weight.shape)}). Leave this layer out of pruning "
+                    "or choose an m that divides its input channels."
+                )
+
+    # Host-side step bookkeeping (called from the callback, eagerly).
+
+    def on_train_begin(self):
+        self.callback_attached = True
+        self._host_step = int(ops.convert_to_numpy(self.step))
+
+    def on_train_end(self):
+        self.callback_attached = False
+
+    def advance(self):
+        """Moves to the next step, updating masks if the schedule says so.
+
+        Returns:
+            The new step.
+        """
+        if self._host_step is None:
+            self._host_step = int(ops.convert_to_numpy(self.step))
+        self._host_step += 1
+        step = self._host_step
+        if self.schedule.should_update(step):
+            self.update_masks(self.schedule.sparsity_at(step))
+        self.step.assign(step)
+        return step
+
+    def compute_mask(self, weight, sparsity):
+        """The mask this pruner's settings give for `weight` at `sparsity`."""
+        if self.sparsity_m_by_n:
+            n, m = self.sparsity_m_by_n
+            return masks_lib.n_m_mask(weight, n, m)
+        if self.block_size != (1, 1):
+            return masks_lib.block_mask(
+                weight, sparsity, self.block_size, self.block_pooling_type
+            )
+        return masks_lib.magnitude_mask(weight, sparsity)
+
+    def update_masks(self, sparsity):
+        """Recomputes every mask at `sparsity` and zeros the pruned weights."""
+        if not self.sparsity_m_by_n and sparsity <= 0.0:
+            return
+        for weight, mask in zip(self.weights, self.masks):
+            new_mask = self.compute_mask(weight.value, sparsity)
+            mask.assign(new_mask)
+            weight.assign(weight.value * new_mask)
+
+    def apply_masks(self):
+        """Multiplies every weight by its mask (e.g. after a manual edit)."""
+        for weight, mask in zip(self.weights, self.masks):
+            weight.assign(weight.value * mask.value)
+
+    def check_callback(self):
+        if not self.callback_attached:
+            raise RuntimeError(
+                f"Layer '{self.layer.name}' is being trained with pruning, "
+                "but the `keras_compress.pruning.UpdatePruningStep()` "
+                "callback is missing, so the masks would never be updated. "
+                "Add it: model.fit(..., callbacks=[kc.pruning."
+                "UpdatePruningStep()]). In a custom training loop call its "
+                "set_model(), on_train_begin() and on_train_batch_begin()."
+            )

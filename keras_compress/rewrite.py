@@ -1,0 +1,164 @@
+"""Walking and rewriting Keras models of every kind.
+
+This module is the one place that knows how models are put together:
+
+- `iter_layers(model)` lists every leaf layer of any model, including layers
+  of nested and subclassed models, with a readable path.
+- `copy_layer(layer)` makes an independent, built copy of a layer (or of a
+  whole model) holding the same weights.
+- `clone_and_replace(model, replace_fn)` returns a copy of a Sequential or
+  Functional model (nested ones included) in which `replace_fn` may swap any
+  layer for another one, e.g. a wrapper around a copy.
+
+Nothing here modifies the model it is given.
+"""
+
+import keras
+from keras.src.models.functional import Functional
+
+
+def is_graph_model(model):
+    """True for Sequential and Functional models (whose graph is known)."""
+    return isinstance(model, (keras.Sequential, Functional))
+
+
+def check_built(model, argument="model"):
+    """Raises a ValueError unless `model` has been built."""
+    if not model.built:
+        raise ValueError(
+            f"`{argument}` ('{model.name}', {type(model).__name__}) has not "
+            "been built, so its weights do not exist yet. Build it first: "
+            "give it a keras.Input, call it on a batch of data, or call "
+            "model.build(input_shape)."
+        )
+
+
+def iter_layers(model, include_models=False):
+    """Yields `(path, layer)` for every layer inside `model`, depth first.
+
+    Paths join layer names with "/" (e.g. `"encoder/dense_1"`). Layers of
+    nested models and attributes of subclassed models are included; each
+    layer object appears once even if it is shared.
+
+    Args:
+        model: A `keras.Model` or layer.
+        include_models: Also yield the nested models themselves.
+
+    Yields:
+        `(str, keras.layers.Layer)` tuples.
+    """
+    seen = set()
+
+    def walk(layer, prefix):
+        for child in layer._layers:
+            if id(child) in seen or isinstance(child, keras.layers.InputLayer):
+                continue
+            seen.add(id(child))
+            path = f"{prefix}{child.name}"
+            is_container = bool(child._layers)
+            if not is_container or include_models:
+                yield path, child
+            if is_container:
+                yield from walk(child, path + "/")
+
+    yield from walk(model, "")
+
+
+def leaf_layers(model):
+    """Layers with no sub-layers of their own, in a stable order.
+
+    Unlike `iter_layers`, composite layers such as MultiHeadAttention or
+    RNN are kept whole (they are the units a technique wraps). The order is
+    that of `model._flatten_layers()`, which is the same for two instances
+    of the same subclassed model built the same way.
+    """
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if not isinstance(layer, (keras.Model, keras.layers.InputLayer))
+    ]
+
+
+def copy_layer(layer):
+    """Returns an independent, built copy of `layer` with the same weights.
+
+    Works for plain layers and for models of every kind (a subclassed model
+    needs a working `get_config()`, as for `keras.models.clone_model`).
+
+    Args:
+        layer: A built layer or model.
+
+    Returns:
+        A new object of the same class.
+    """
+    if isinstance(layer, keras.Model):
+        if is_graph_model(layer):
+            return clone_and_replace(layer, lambda _: None)
+        try:
+            clone = keras.models.clone_model(layer)
+        except NotImplementedError as error:
+            raise ValueError(
+                f"Cannot copy subclassed model '{layer.name}' "
+                f"({type(layer).__name__}): it cannot be re-created from its "
+                "config. Implement get_config() (returning the __init__ "
+                "arguments) and, if needed, from_config()."
+            ) from error
+        build_config = layer.get_build_config()
+        if build_config and not clone.built:
+            clone.build_from_config(build_config)
+        if not clone.built:
+            raise ValueError(
+                f"Cannot rebuild a copy of subclassed model '{layer.name}': "
+                "it does not record its input shape. Build it with "
+                "model.build(input_shape) or call it on data first."
+            )
+    else:
+        clone = layer.__class__.from_config(layer.get_config())
+        build_config = layer.get_build_config()
+        if build_config:
+            clone.build_from_config(build_config)
+    clone.set_weights(layer.get_weights())
+    return clone
+
+
+def clone_and_replace(model, replace_fn):
+    """Copies a Sequential/Functional model, letting `replace_fn` swap layers.
+
+    Nested Sequential and Functional models are rewritten recursively;
+    `replace_fn` sees their leaf layers and any nested subclassed model as a
+    whole. Shared layers stay shared.
+
+    Args:
+        model: A built Sequential or Functional model.
+        replace_fn: `replace_fn(layer)` returns the new layer to use in
+            place of `layer` (it must carry the weights it needs), or `None`
+            to keep an independent copy of `layer` with the same weights.
+
+    Returns:
+        A new model; `model` is unchanged.
+
+    Example:
+
+    ```python
+    def no_dropout(layer):
+        if isinstance(layer, keras.layers.Dropout):
+            return keras.layers.Identity(name=layer.name)
+        return None
+
+    inference_model = clone_and_replace(model, no_dropout)
+    ```
+    """
+    if not is_graph_model(model):
+        raise ValueError(
+            f"clone_and_replace() needs a Sequential or Functional model; "
+            f"'{model.name}' is a subclassed {type(model).__name__}."
+        )
+    check_built(model)
+
+    def clone_function(layer):
+        replacement = replace_fn(layer)
+        return replacement if replacement is not None else copy_layer(layer)
+
+    return keras.models.clone_model(
+        model, clone_function=clone_function, recursive=True
+    )
