@@ -13,6 +13,8 @@ This module is the one place that knows how models are put together:
 Nothing here modifies the model it is given.
 """
 
+import inspect
+
 import keras
 from keras.src.models.functional import Functional
 
@@ -159,6 +161,22 @@ def clone_and_replace(model, replace_fn):
         replacement = replace_fn(layer)
         return replacement if replacement is not None else copy_layer(layer)
 
+    call_function = None
+    if not isinstance(model, keras.Sequential):
+        call_function = _call_without_unknown_mask
     return keras.models.clone_model(
-        model, clone_function=clone_function, recursive=True
+        model,
+        clone_function=clone_function,
+        call_function=call_function,
+        recursive=True,
     )
+
+
+def _call_without_unknown_mask(layer, *args, **kwargs):
+    # A wrapper accepts `mask` (to pass it on), so Functional graphs record
+    # `mask=...` in its node; the layer replacing it may not accept one.
+    if "mask" in kwargs and "mask" not in inspect.signature(
+        layer.call
+    ).parameters:
+        kwargs.pop("mask")
+    return layer(*args, **kwargs)

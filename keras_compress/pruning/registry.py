@@ -84,7 +84,8 @@ def get_prunable_weights(layer):
     if isinstance(layer, L.DepthwiseConv2D) or (
         hasattr(L, "DepthwiseConv1D") and isinstance(layer, L.DepthwiseConv1D)
     ):
-        return [_variable(layer, "depthwise_kernel")]
+        # Keras 3 names the depthwise weight `kernel` on these layers.
+        return [_variable(layer, "kernel")]
     if isinstance(layer, _KERNEL_LAYERS):
         return [_variable(layer, "kernel")]
     if isinstance(layer, L.Embedding):
