@@ -25,3 +25,14 @@ def _seed():
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(scope="session")
+def strategy():
+    """A MirroredStrategy over the two logical CPUs, shared by all tests.
+
+    One per process: two MirroredStrategy objects on the same devices share
+    collective-op keys and abort each other's all-reduces.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    return tf.distribute.MirroredStrategy(devices)

@@ -1,0 +1,380 @@
+"""Conversion of a Keras 3 model to a LiteRT (TFLite) flatbuffer."""
+
+import os
+import re
+import tempfile
+
+import numpy as np
+
+MODES = ("float32", "float16", "dynamic", "int8")
+
+# Prunable kernels at least this sparse are stored in LiteRT's sparse format
+# when `sparse=None`. Below about 50 % zeros the index arrays of the sparse
+# encoding cost more bytes than the zeros they save.
+AUTO_SPARSITY_THRESHOLD = 0.5
+
+
+def to_tflite(
+    model,
+    mode="float32",
+    *,
+    representative_data=None,
+    int8_io=False,
+    sparse=None,
+    path=None,
+    allow_select_tf_ops=False,
+    num_calibration_samples=200,
+):
+    """Converts a Keras model to a LiteRT (TFLite) flatbuffer.
+
+    The model is exported with `model.export(..., format="tf_saved_model")`
+    (this works for Sequential, Functional and subclassed models) and
+    converted with `tf.lite.TFLiteConverter.from_saved_model`.
+
+    Modes:
+
+    - `"float32"`: float weights and activations; outputs equal Keras.
+    - `"float16"`: float16 weights, dequantized to float32 at load time.
+    - `"dynamic"`: int8 weights, float activations (dynamic range).
+    - `"int8"`: full integer kernels with activation ranges calibrated on
+      `representative_data`. Input and output stay float32 unless
+      `int8_io=True`.
+
+    Args:
+        model: A built `keras.Model` (Sequential, Functional or subclassed).
+        mode: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
+        representative_data: Calibration inputs, required for `"int8"`. A
+            NumPy array of samples (batch first), a tuple `(x,)` or
+            `(x, y)`, a `tf.data.Dataset` (batched or not, elements `x` or
+            `(x, y)`) or a callable returning an iterable of arrays. For a
+            model with several inputs give lists/tuples of arrays, one per
+            input. At most `num_calibration_samples` single samples are
+            used, and they are held in memory.
+        int8_io: Only for `mode="int8"`: if `True` the file takes int8
+            input and returns int8 output (quantize with the input tensor's
+            scale and zero point, see `run_tflite`).
+        sparse: `True` stores zero-rich weights in LiteRT's sparse format
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), `False` never does,
+            `None` does when the model's prunable kernels (trainable
+            weights of rank >= 2) are at least 50 % zeros.
+        path: Optional file path; the flatbuffer is written atomically
+            there (its folder must exist). The bytes are returned in any
+            case.
+        allow_select_tf_ops: Let ops without a LiteRT builtin kernel run
+            as TensorFlow ops (`SELECT_TF_OPS`). The file then needs the
+            Flex delegate at run time, so this is off by default.
+        num_calibration_samples: Most calibration samples to use.
+
+    Returns:
+        The flatbuffer as `bytes`.
+
+    Example:
+
+    ```python
+    blob = keras_compress.convert.to_tflite(model, "int8",
+                                            representative_data=x_train)
+    y = keras_compress.convert.run_tflite(blob, x_test)
+    ```
+    """
+    import tensorflow as tf
+
+    if mode not in MODES:
+        raise ValueError(
+            f"Unknown `mode`={mode!r}. Expected one of {', '.join(MODES)}."
+        )
+    if int8_io and mode != "int8":
+        raise ValueError(
+            f"`int8_io=True` needs `mode='int8'`, got `mode`={mode!r}. "
+            "Only full-integer files have integer input and output."
+        )
+    if sparse not in (None, True, False):
+        raise ValueError(
+            f"`sparse` must be None (auto), True or False; got {sparse!r}."
+        )
+    # Fail before any conversion work on a path that cannot be written.
+    if path is not None:
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            raise ValueError(
+                f"`path`={path!r} is a folder; give a file path such as "
+                f"{os.path.join(path, 'model.tflite')!r}."
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise ValueError(
+                f"The folder of `path`={path!r} does not exist: {folder!r}. "
+                "Create it first."
+            )
+    if mode == "int8" and representative_data is None:
+        # Hook for quantization-aware training: a model that carries its own
+        # fake-quant ranges will not need calibration data. Until that check
+        # exists, refuse rather than silently return a float model.
+        raise ValueError(
+            "`mode='int8'` needs calibration data: pass "
+            "`representative_data` (e.g. a few hundred training inputs) so "
+            "that the converter can measure activation ranges."
+        )
+    if num_calibration_samples < 1:
+        raise ValueError(
+            "`num_calibration_samples` must be >= 1, got "
+            f"{num_calibration_samples}."
+        )
+
+    input_specs = _keras_input_specs(model)
+    samples = None
+    if mode == "int8" and input_specs is not None:
+        # Check the calibration data before the (slower) export.
+        samples = _calibration_samples(
+            representative_data, input_specs, num_calibration_samples
+        )
+    if sparse is None:
+        sparse = kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
+
+    with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
+        saved_model_dir = os.path.join(tmp, "saved_model")
+        model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        if mode == "int8" and samples is None:
+            # Subclassed models have no `model.inputs`: read the input
+            # shapes from the exported signature instead.
+            input_specs = _saved_model_input_specs(saved_model_dir)
+            samples = _calibration_samples(
+                representative_data, input_specs, num_calibration_samples
+            )
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        _configure(converter, mode, sparse, int8_io, allow_select_tf_ops)
+        if samples is not None:
+            converter.representative_dataset = lambda: iter(samples)
+        try:
+            content = converter.convert()
+        except Exception as error:
+            raise _conversion_error(error, mode, allow_select_tf_ops) from error
+
+    if path is not None:
+        _write_atomically(path, content)
+    return content
+
+
+def kernel_sparsity(model):
+    """Fraction of zeros over the model's prunable kernels.
+
+    Prunable kernels are the trainable weights of rank >= 2 (Dense and
+    convolution kernels, embeddings); biases and normalization parameters
+    are left out because pruning does not touch them.
+
+    Args:
+        model: A built `keras.Model`.
+
+    Returns:
+        A float in [0, 1]; 0.0 if the model has no such weights.
+    """
+    zeros = 0
+    total = 0
+    for weight in model.trainable_weights:
+        if len(weight.shape) < 2:
+            continue
+        values = np.asarray(weight.numpy())
+        zeros += int(values.size - np.count_nonzero(values))
+        total += int(values.size)
+    return zeros / total if total else 0.0
+
+
+def _configure(converter, mode, sparse, int8_io, allow_select_tf_ops):
+    import tensorflow as tf
+
+    optimizations = []
+    if mode != "float32":
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    # EXPERIMENTAL_SPARSITY alone keeps float32 numerics exact. Adding
+    # DEFAULT to it would also quantize the weights to int8 (dynamic range),
+    # so float32 mode never combines the two.
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+
+    if mode == "int8":
+        # Integer kernels only: an op without one fails loudly instead of
+        # quietly staying float in a file the user believes is integer.
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    else:
+        ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if allow_select_tf_ops:
+        ops.append(tf.lite.OpsSet.SELECT_TF_OPS)
+    converter.target_spec.supported_ops = ops
+
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if int8_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+
+
+def _keras_input_specs(model):
+    """[(shape, dtype)] of the model's inputs, or None if not known yet."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    if not inputs:
+        return None
+    return [(tuple(t.shape), str(t.dtype)) for t in inputs]
+
+
+def _saved_model_input_specs(saved_model_dir):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(saved_model_dir).signatures[
+        "serving_default"
+    ]
+    _, specs = signature.structured_input_signature
+    return [
+        (tuple(spec.shape.as_list()), spec.dtype.name)
+        for _, spec in sorted(specs.items())
+    ]
+
+
+def _calibration_samples(data, input_specs, limit):
+    """Normalizes calibration data to a list of `[x[i:i+1], ...]` batches."""
+    num_inputs = len(input_specs)
+    samples = []
+    for element in _iterate(data):
+        arrays = _split_inputs(element, num_inputs)
+        batched = _is_batched(arrays[0], input_specs)
+        count = len(arrays[0]) if batched else 1
+        for i in range(count):
+            sample = [
+                a[i : i + 1] if batched else a[np.newaxis] for a in arrays
+            ]
+            samples.append(_cast(sample, input_specs))
+            if len(samples) >= limit:
+                break
+        if len(samples) >= limit:
+            break
+    if not samples:
+        raise ValueError(
+            "`representative_data` yielded no samples; give at least one "
+            "calibration input."
+        )
+    _check_sample_shapes(samples[0], input_specs)
+    return samples
+
+
+def _iterate(data):
+    """Yields the elements of any supported kind of calibration data."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        yield from data.as_numpy_iterator()
+    elif isinstance(data, (np.ndarray, tuple, list, dict)) or hasattr(
+        data, "__array__"
+    ):
+        # One element that holds all samples along the batch axis.
+        yield data
+    elif callable(data):
+        yield from data()
+    else:
+        raise ValueError(
+            "`representative_data` must be a NumPy array, a tuple `(x,)` or "
+            "`(x, y)`, a tf.data.Dataset or a callable returning an "
+            f"iterable of arrays; got {type(data).__name__}."
+        )
+
+
+def _split_inputs(element, num_inputs):
+    """The model inputs of one element, as a list of NumPy arrays."""
+    if isinstance(element, dict):
+        arrays = list(element.values())
+    elif isinstance(element, (tuple, list)):
+        arrays = list(element)
+        # `(x, y)` or `(x,)` for a single-input model: keep only x.
+        keep = num_inputs
+        if len(arrays) > 1 and isinstance(arrays[0], (tuple, list)):
+            arrays = list(arrays[0])
+        else:
+            arrays = arrays[:keep]
+    else:
+        arrays = [element]
+    return [np.asarray(a) for a in arrays]
+
+
+def _is_batched(array, input_specs):
+    # Model shapes include the batch axis; an unbatched sample lacks it.
+    return array.ndim == len(input_specs[0][0])
+
+
+def _cast(sample, input_specs):
+    return [
+        a.astype(np.float32 if "float" in dtype else dtype)
+        for a, (_, dtype) in zip(sample, input_specs)
+    ]
+
+
+def _check_sample_shapes(sample, input_specs):
+    if len(sample) != len(input_specs):
+        raise ValueError(
+            f"`representative_data` gives {len(sample)} input(s) per sample "
+            f"but the model has {len(input_specs)}."
+        )
+    for i, (array, (shape, _)) in enumerate(zip(sample, input_specs)):
+        expected = shape[1:]
+        given = array.shape[1:]
+        fits = len(given) == len(expected) and all(
+            e is None or e == g for e, g in zip(expected, given)
+        )
+        if not fits:
+            where = f" for input {i}" if len(input_specs) > 1 else ""
+            raise ValueError(
+                f"`representative_data` has per-sample shape {given}{where} "
+                f"but the model expects {tuple(expected)} "
+                "(None = any size). Pass inputs shaped like the model's."
+            )
+
+
+_OP_PATTERN = re.compile(r"'((?:tf|tfl)\.\w+)' op")
+_CUSTOM_OPS_PATTERN = re.compile(r"(?:Custom|Flex) ops: ([\w, ]+)")
+
+
+def _conversion_error(error, mode, allow_select_tf_ops):
+    message = str(error)
+    ops = list(dict.fromkeys(_OP_PATTERN.findall(message)))
+    for match in _CUSTOM_OPS_PATTERN.findall(message):
+        for name in match.split(","):
+            name = name.strip()
+            if name and not any(op.endswith("." + name) for op in ops):
+                ops.append(name)
+    named = f" at op(s) {', '.join(ops)}" if ops else ""
+    hints = []
+    if not allow_select_tf_ops:
+        hints.append(
+            "pass `allow_select_tf_ops=True` to run unsupported ops as "
+            "TensorFlow ops (needs the Flex delegate at run time)"
+        )
+    if mode == "int8":
+        hints.append("try `mode='dynamic'` if an op has no integer kernel")
+    if mode != "float32":
+        hints.append("try `mode='float32'`")
+    hints.append("or replace the op in the model")
+    # The converter's own message is long; keep its first lines for context.
+    first_lines = "\n".join(message.strip().splitlines()[:6])
+    return RuntimeError(
+        f"LiteRT conversion failed in mode={mode!r}{named}. To fix: "
+        f"{'; '.join(hints)}.\nConverter said:\n{first_lines}"
+    )
+
+
+def _write_atomically(path, content):
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, tmp_path = tempfile.mkstemp(
+        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    )
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        # A reader sees the old file or the whole new one, never a part.
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise

@@ -1,0 +1,166 @@
+"""Verification of a converted file against the Keras model it came from."""
+
+import dataclasses
+
+import numpy as np
+
+from keras_compress.convert import interpreter
+
+
+@dataclasses.dataclass(frozen=True)
+class VerificationReport:
+    """How a converted LiteRT file compares with its Keras model.
+
+    Attributes:
+        keras_accuracy: Accuracy of the Keras model on the labels, or
+            `None` when no labels were given.
+        file_accuracy: Accuracy of the file on the labels, or `None`.
+        agreement: Fraction of samples where the file's predicted class
+            equals the Keras model's.
+        max_abs_diff: Largest absolute difference between the Keras outputs
+            and the file's (dequantized) outputs.
+        bytes: Size of the file.
+        gzip_bytes: Size of the file after gzip level 9.
+        latency_s: Median single-sample latency in seconds, or `None` when
+            latency was not measured.
+        num_samples: Number of samples compared.
+    """
+
+    keras_accuracy: float | None
+    file_accuracy: float | None
+    agreement: float
+    max_abs_diff: float
+    bytes: int
+    gzip_bytes: int
+    latency_s: float | None
+    num_samples: int
+
+    def __str__(self):
+        def percent(value):
+            return "n/a" if value is None else f"{value:.2%}"
+
+        latency = (
+            "not measured"
+            if self.latency_s is None
+            else f"{self.latency_s * 1e3:.3f} ms"
+        )
+        return "\n".join(
+            [
+                f"Verification on {self.num_samples} samples",
+                f"  accuracy     keras {percent(self.keras_accuracy)}, "
+                f"file {percent(self.file_accuracy)}",
+                f"  agreement    {percent(self.agreement)} (same class)",
+                f"  max |diff|   {self.max_abs_diff:.3g}",
+                f"  size         {self.bytes:,} bytes "
+                f"({self.gzip_bytes:,} gzipped)",
+                f"  latency      {latency} (median, batch 1)",
+            ]
+        )
+
+
+def verify(
+    keras_model,
+    model_content,
+    x,
+    y=None,
+    *,
+    batch_size=256,
+    latency_runs=300,
+    num_threads=1,
+):
+    """Runs a converted file and compares it with its Keras model.
+
+    Both models predict `x`; the report gives the largest output
+    difference, how often they predict the same class, their accuracies on
+    `y`, the file size and its single-sample latency.
+
+    Args:
+        keras_model: The Keras model the file was converted from (a
+            single-output model).
+        model_content: The flatbuffer bytes or a path to a `.tflite` file.
+        x: Inputs, batch first (a list of arrays for several inputs).
+        y: Optional integer class labels (one-hot labels are accepted).
+        batch_size: Batch size for both models.
+        latency_runs: Timed single-sample runs; 0 skips the measurement.
+        num_threads: LiteRT interpreter threads.
+
+    Returns:
+        A `VerificationReport`.
+
+    Example:
+
+    ```python
+    blob = keras_compress.convert.to_tflite(model, "dynamic")
+    print(keras_compress.convert.verify(model, blob, x_test, y_test))
+    ```
+    """
+    content = interpreter._read(model_content)
+    keras_out = keras_model.predict(x, batch_size=batch_size, verbose=0)
+    file_out = interpreter.run_tflite(
+        content, x, batch_size=batch_size, num_threads=num_threads
+    )
+    if isinstance(keras_out, (list, tuple, dict)) or isinstance(file_out, list):
+        raise ValueError(
+            "`verify` compares single-output models; this model or file "
+            "has several outputs. Compare them one by one with "
+            "`run_tflite`."
+        )
+    keras_out = np.asarray(keras_out, np.float32)
+    file_out = np.asarray(file_out, np.float32)
+    if keras_out.shape != file_out.shape:
+        raise ValueError(
+            f"The Keras model outputs shape {keras_out.shape} but the file "
+            f"outputs {file_out.shape}; was the file converted from "
+            "`keras_model`?"
+        )
+    # One unit: a sigmoid probability (threshold 0.5) or a logit (0).
+    threshold = 0.5 if keras_out.min() >= 0 and keras_out.max() <= 1 else 0.0
+    keras_pred = _predicted_class(keras_out, threshold)
+    file_pred = _predicted_class(file_out, threshold)
+    keras_accuracy = file_accuracy = None
+    if y is not None:
+        labels = _labels(y, len(keras_pred))
+        keras_accuracy = float(np.mean(keras_pred == labels))
+        file_accuracy = float(np.mean(file_pred == labels))
+    raw, gzipped = interpreter.file_sizes(content)
+    latency = None
+    if latency_runs:
+        sample = [a[:1] for a in x] if isinstance(x, (list, tuple)) else x[:1]
+        latency = interpreter.measure_latency(
+            content,
+            sample,
+            num_runs=latency_runs,
+            num_warmup=min(30, latency_runs),
+            num_threads=num_threads,
+        )
+    return VerificationReport(
+        keras_accuracy=keras_accuracy,
+        file_accuracy=file_accuracy,
+        agreement=float(np.mean(keras_pred == file_pred)),
+        max_abs_diff=float(np.max(np.abs(keras_out - file_out)))
+        if keras_out.size
+        else 0.0,
+        bytes=raw,
+        gzip_bytes=gzipped,
+        latency_s=latency,
+        num_samples=len(keras_pred),
+    )
+
+
+def _predicted_class(outputs, threshold):
+    outputs = outputs.reshape(len(outputs), -1)
+    if outputs.shape[1] == 1:
+        return (outputs[:, 0] > threshold).astype(np.int64)
+    return np.argmax(outputs, axis=1)
+
+
+def _labels(y, num_samples):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        y = np.argmax(y, axis=1)  # one-hot
+    y = y.reshape(-1)
+    if len(y) != num_samples:
+        raise ValueError(
+            f"`y` has {len(y)} labels but `x` has {num_samples} samples."
+        )
+    return y.astype(np.int64)
