@@ -1,5 +1,6 @@
 """Callbacks that drive pruning during `model.fit`."""
 
+import math
 import os
 
 import keras
@@ -99,6 +100,14 @@ class PruningSummaries(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         import tensorflow as tf  # TensorBoard files need TensorFlow.
 
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError as error:
+            raise ImportError(
+                "PruningSummaries writes TensorBoard files and needs the "
+                "`tensorboard` package: pip install tensorboard"
+            ) from error
+
         os.makedirs(self.log_dir, exist_ok=True)
         self._writer = tf.summary.create_file_writer(self.log_dir)
 
@@ -111,7 +120,7 @@ class PruningSummaries(keras.callbacks.Callback):
             for pruner in pruners:
                 for weight in pruner.weights:
                     sparsity = masks_lib.sparsity_of(weight.value)
-                    size = int(weight.size) if hasattr(weight, "size") else 0
+                    size = math.prod(weight.shape)
                     zeros += sparsity * size
                     total += size
                     tf.summary.scalar(
