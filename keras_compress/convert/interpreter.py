@@ -47,8 +47,8 @@ def _allocated_interpreter(content, num_threads=None, shapes=None):
     """An interpreter with tensors allocated, inputs resized to `shapes`.
 
     The default XNNPACK delegate refuses some valid files (seen: int8
-    weights in sparse format), so on failure this retries with the builtin
-    kernels only.
+    weights in sparse format, in "dynamic" and "int8" modes), so on failure
+    this retries with the builtin kernels only.
     """
     last_error = None
     for delegates in (True, False):
@@ -60,6 +60,8 @@ def _allocated_interpreter(content, num_threads=None, shapes=None):
                 ):
                     interpreter.resize_tensor_input(detail["index"], shape)
             interpreter.allocate_tensors()
+            # XNNPACK reports some refusals only at the first invoke.
+            interpreter.invoke()
             return interpreter
         except (RuntimeError, ValueError) as error:
             last_error = error

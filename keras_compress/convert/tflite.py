@@ -3,6 +3,7 @@
 import os
 import re
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -150,6 +151,8 @@ def to_tflite(
         except Exception as error:
             raise _conversion_error(error, mode, allow_select_tf_ops) from error
 
+    if mode == "dynamic":
+        _warn_if_nothing_quantized(content)
     if path is not None:
         _write_atomically(path, content)
     return content
@@ -360,6 +363,27 @@ def _conversion_error(error, mode, allow_select_tf_ops):
         f"LiteRT conversion failed in mode={mode!r}{named}. To fix: "
         f"{'; '.join(hints)}.\nConverter said:\n{first_lines}"
     )
+
+
+def _warn_if_nothing_quantized(content):
+    """Warns when dynamic-range conversion left every weight in float32.
+
+    The converter quantizes only weights with at least 1024 values, so a
+    small model can come back as a plain float32 file.
+    """
+    try:
+        from keras_compress.convert.interpreter import op_details
+
+        ops = op_details(content)
+    except (ImportError, RuntimeError):
+        return  # No LiteRT interpreter to inspect the file with.
+    if not any("int8" in op.input_dtypes for op in ops):
+        warnings.warn(
+            "`mode='dynamic'` left every weight in float32: the converter "
+            "only quantizes weights with at least 1024 values and this "
+            "model has none. The file is a float32 file.",
+            stacklevel=3,
+        )
 
 
 def _write_atomically(path, content):

@@ -1,0 +1,348 @@
+"""Tests of `to_tflite`: every mode, every kind of model, run in LiteRT."""
+
+import os
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter
+
+from keras_compress.convert import kernel_sparsity
+from keras_compress.convert import op_details
+from keras_compress.convert import run_tflite
+from keras_compress.convert import to_tflite
+from tests.convert.conftest import INPUT_SHAPE
+from tests.convert.conftest import subclassed_model
+
+# Float16 weights carry an 11-bit mantissa (relative error <= 2**-11 ~ 5e-4
+# per weight); over a few layers the outputs drift by ~1e-4 of their range
+# (observed <= 2.5e-4). 1 % of the range leaves a wide margin.
+FLOAT16_RTOL = 1e-2
+# Dynamic range: int8 weights (step = max|w| / 127 per channel) and
+# activations quantized on the fly per batch; observed <= 0.2 % of the
+# output range. 3 % of the range allows a few layers of int8 rounding.
+DYNAMIC_RTOL = 3e-2
+# Full int8: every activation is rounded to 1 / 255 of its calibrated range
+# at every layer, and outputs beyond the calibrated range are clipped;
+# observed <= 2 % of the output range on these models.
+INT8_RTOL = 5e-2
+
+MODES = [
+    ("float32", False),
+    ("float16", False),
+    ("dynamic", False),
+    ("int8", False),
+    ("int8", True),
+]
+
+
+def _mode_id(mode):
+    return f"{mode[0]}{'-int8_io' if mode[1] else ''}"
+
+
+@pytest.fixture(scope="module", params=MODES, ids=_mode_id)
+def converted(request, trained_model, toy_train, toy_test):
+    """(kind, mode, int8_io, Keras outputs, file outputs, file bytes)."""
+    kind, model = trained_model
+    mode, int8_io = request.param
+    x_train, _ = toy_train
+    x_test, _ = toy_test
+    content = to_tflite(
+        model,
+        mode,
+        representative_data=x_train[:100] if mode == "int8" else None,
+        int8_io=int8_io,
+    )
+    expected = model.predict(x_test, verbose=0)
+    return kind, mode, int8_io, expected, run_tflite(content, x_test), content
+
+
+def test_file_matches_keras(converted):
+    # One test per file for both checks: outputs, then kernel dtypes.
+    kind, mode, _, expected, actual, content = converted
+    assert actual.shape == expected.shape
+    assert actual.dtype == np.float32
+    diff = np.max(np.abs(actual - expected))
+    output_range = np.ptp(expected)
+    if mode == "float32":
+        assert diff < 1e-5, kind
+    else:
+        rtol = {
+            "float16": FLOAT16_RTOL,
+            "dynamic": DYNAMIC_RTOL,
+            "int8": INT8_RTOL,
+        }[mode]
+        assert diff < rtol * output_range, (kind, diff, output_range)
+    # The toy problem is separable and the models learned it, so the
+    # predicted classes must survive quantization.
+    agreement = np.mean(actual.argmax(-1) == expected.argmax(-1))
+    assert agreement >= 0.97, (kind, agreement)
+    _check_kernel_dtypes(*converted[:3], content)
+
+
+def _weight_dtypes(content, op_names):
+    """Dtypes of the weights (second input) of the named ops."""
+    return {
+        op.input_dtypes[1]
+        for op in op_details(content)
+        if op.op_name in op_names
+    }
+
+
+def _check_kernel_dtypes(kind, mode, int8_io, content):
+    ops = op_details(content)
+    names = {op.op_name for op in ops}
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= names
+    kernels = _weight_dtypes(content, {"CONV_2D", "FULLY_CONNECTED"})
+    if mode == "float32":
+        assert kernels == {"float32"}
+    elif mode == "float16":
+        # Weights are stored as float16 and dequantized once at load time.
+        assert any(
+            op.op_name == "DEQUANTIZE" and op.input_dtypes == ("float16",)
+            for op in ops
+        )
+    elif mode == "dynamic":
+        # Float activations, int8 weights (for weights >= 1024 values).
+        assert "int8" in kernels
+        assert all(
+            op.input_dtypes[0] == "float32"
+            for op in ops
+            if op.op_name in ("CONV_2D", "FULLY_CONNECTED")
+        )
+    else:
+        integer_kernels = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+        for op in ops:
+            if op.op_name in integer_kernels:
+                assert op.input_dtypes[:2] == ("int8", "int8"), (kind, op)
+                assert op.output_dtypes == ("int8",), (kind, op)
+        if kind == "functional":
+            assert "DEPTHWISE_CONV_2D" in names
+        interpreter = Interpreter(model_content=content)
+        input_dtype = interpreter.get_input_details()[0]["dtype"]
+        output_dtype = interpreter.get_output_details()[0]["dtype"]
+        if int8_io:
+            assert (input_dtype, output_dtype) == (np.int8, np.int8)
+            assert "QUANTIZE" not in names
+        else:
+            assert (input_dtype, output_dtype) == (np.float32, np.float32)
+
+
+@pytest.fixture(scope="module")
+def pruned_cnn():
+    """A small CNN with 80 % of every kernel zeroed by magnitude."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
+    dense_weights = model.get_weights()
+    pruned = []
+    for weight in dense_weights:
+        if weight.ndim >= 2:
+            threshold = np.quantile(np.abs(weight), 0.8)
+            weight = np.where(np.abs(weight) <= threshold, 0.0, weight)
+        pruned.append(weight.astype("float32"))
+    model.set_weights(pruned)
+    x = np.random.default_rng(0).random((16, 16, 16, 3), dtype="float32")
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def sparse_files(pruned_cnn):
+    model, _ = pruned_cnn
+    return {
+        "sparse": to_tflite(model, sparse=True),
+        "dense": to_tflite(model, sparse=False),
+        "auto": to_tflite(model),
+    }
+
+
+def test_sparse_file_is_smaller_with_equal_outputs(pruned_cnn, sparse_files):
+    model, x = pruned_cnn
+    assert kernel_sparsity(model) == pytest.approx(0.8, abs=0.01)
+    sparse, dense = sparse_files["sparse"], sparse_files["dense"]
+    assert len(sparse) < 0.6 * len(dense), (len(sparse), len(dense))
+    expected = model.predict(x, verbose=0)
+    assert np.max(np.abs(run_tflite(sparse, x) - expected)) < 1e-5
+    assert np.max(np.abs(run_tflite(dense, x) - expected)) < 1e-5
+    assert any(op.op_name == "DENSIFY" for op in op_details(sparse))
+    assert not any(op.op_name == "DENSIFY" for op in op_details(dense))
+
+
+def test_auto_sparse_picks_sparse_for_pruned_model(sparse_files):
+    assert len(sparse_files["auto"]) == len(sparse_files["sparse"])
+    ops = op_details(sparse_files["auto"])
+    assert any(op.op_name == "DENSIFY" for op in ops)
+
+
+def test_auto_sparse_keeps_dense_model_dense():
+    model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(40)])
+    assert kernel_sparsity(model) < 0.5
+    ops = op_details(to_tflite(model))
+    assert not any(op.op_name == "DENSIFY" for op in ops)
+
+
+@pytest.mark.parametrize("mode", ["dynamic", "int8"])
+def test_sparse_quantized_file_runs(pruned_cnn, mode):
+    # XNNPACK refuses int8 weights in sparse format (at allocation or at the
+    # first invoke); run_tflite falls back to the builtin kernels.
+    model, x = pruned_cnn
+    content = to_tflite(
+        model,
+        mode,
+        sparse=True,
+        representative_data=x if mode == "int8" else None,
+    )
+    assert any(op.op_name == "DENSIFY" for op in op_details(content))
+    expected = model.predict(x, verbose=0)
+    diff = np.max(np.abs(run_tflite(content, x) - expected))
+    rtol = DYNAMIC_RTOL if mode == "dynamic" else INT8_RTOL
+    assert diff < rtol * np.ptp(expected)
+
+
+def _tiny_dense_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(4, activation="relu")]
+    )
+
+
+def _calibration_forms():
+    x = np.random.default_rng(0).random((40, 8), dtype="float32")
+    y = np.zeros(40, "int64")
+
+    def batches():
+        for i in range(0, 40, 10):
+            yield [x[i : i + 10]]
+
+    def endless_samples():
+        # The cap on calibration samples ends this generator.
+        while True:
+            yield x[0]
+
+    return {
+        "array": x,
+        "tuple_x": (x,),
+        "tuple_xy": (x, y),
+        "dataset_batched": tf.data.Dataset.from_tensor_slices((x, y)).batch(8),
+        "dataset_unbatched": tf.data.Dataset.from_tensor_slices(x),
+        "generator_batches": batches,
+        "generator_endless": endless_samples,
+    }
+
+
+@pytest.mark.parametrize("form", sorted(_calibration_forms()))
+def test_calibration_data_forms(form):
+    model = _tiny_dense_model()
+    data = _calibration_forms()[form]
+    content = to_tflite(
+        model, "int8", representative_data=data, num_calibration_samples=20
+    )
+    assert "int8" in _weight_dtypes(content, {"FULLY_CONNECTED"})
+
+
+def test_subclassed_calibration_shape_is_checked():
+    # Subclassed models have no `inputs`; the exported signature is used.
+    with pytest.raises(ValueError, match=r"\(5, 5, 3\).*\(12, 12, 3\)"):
+        to_tflite(
+            subclassed_model(),
+            "int8",
+            representative_data=np.zeros((4, 5, 5, 3), "float32"),
+        )
+
+
+def test_unknown_mode_lists_modes():
+    with pytest.raises(ValueError, match="float32, float16, dynamic, int8"):
+        to_tflite(_tiny_dense_model(), "int4")
+
+
+def test_int8_without_data_asks_for_representative_data():
+    with pytest.raises(ValueError, match="representative_data"):
+        to_tflite(_tiny_dense_model(), "int8")
+
+
+def test_int8_io_needs_int8_mode():
+    with pytest.raises(ValueError, match="int8_io"):
+        to_tflite(_tiny_dense_model(), "float32", int8_io=True)
+
+
+def test_wrong_calibration_shape_names_both_shapes():
+    model = keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ]
+    )
+    data = np.zeros((10, 8, 8, 3), "float32")
+    with pytest.raises(ValueError) as info:
+        to_tflite(model, "int8", representative_data=data)
+    assert "(8, 8, 3)" in str(info.value)
+    assert "(12, 12, 3)" in str(info.value)
+
+
+def test_missing_folder_fails_before_conversion(tmp_path, monkeypatch):
+    model = _tiny_dense_model()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the model was exported")
+
+    monkeypatch.setattr(model, "export", no_export)
+    path = tmp_path / "missing" / "model.tflite"
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="does not exist"):
+        to_tflite(model, path=path)
+    assert time.perf_counter() - start < 1.0
+    assert not path.parent.exists()
+
+
+def test_path_gets_the_returned_bytes(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+    content = to_tflite(_tiny_dense_model(), path=path)
+    assert path.read_bytes() == content
+    assert os.listdir(tmp_path) == ["model.tflite"]  # no temporary left
+    np.testing.assert_allclose(
+        run_tflite(str(path), np.ones((3, 8), "float32")),
+        run_tflite(content, np.ones((3, 8), "float32")),
+    )
+
+
+def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"old")
+
+    def failing_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="disk full"):
+        to_tflite(_tiny_dense_model(), path=path)
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["model.tflite"]
+
+
+def test_unsupported_op_is_named_with_a_fix():
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(tf.math.bessel_i1e)(inputs)
+    model = keras.Model(inputs, outputs)
+    with pytest.raises(RuntimeError) as info:
+        to_tflite(model)
+    message = str(info.value)
+    assert "BesselI1e" in message
+    assert "allow_select_tf_ops=True" in message
+
+
+def test_dynamic_warns_when_nothing_is_quantized():
+    # Every weight has fewer than 1024 values, which the converter skips.
+    with pytest.warns(UserWarning, match="1024"):
+        to_tflite(_tiny_dense_model(), "dynamic")

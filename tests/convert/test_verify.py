@@ -1,0 +1,105 @@
+"""Tests of `verify` and the interpreter helpers it is built on."""
+
+import gzip
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compress.convert import VerificationReport
+from keras_compress.convert import file_sizes
+from keras_compress.convert import measure_latency
+from keras_compress.convert import run_tflite
+from keras_compress.convert import to_tflite
+from keras_compress.convert import verify
+from tests.convert.conftest import functional_model
+from tests.convert.conftest import trained
+
+
+@pytest.fixture(scope="module")
+def model_and_files(toy_train):
+    keras.utils.set_random_seed(0)
+    model = trained(functional_model(), *toy_train)
+    x_train, _ = toy_train
+    return (
+        model,
+        to_tflite(model),
+        to_tflite(model, "int8", representative_data=x_train, int8_io=True),
+    )
+
+
+def test_float32_report(model_and_files, toy_test):
+    model, float32_file, _ = model_and_files
+    x, y = toy_test
+    report = verify(model, float32_file, x, y, latency_runs=20)
+    assert isinstance(report, VerificationReport)
+    expected_accuracy = np.mean(model.predict(x, verbose=0).argmax(-1) == y)
+    assert report.keras_accuracy == pytest.approx(expected_accuracy)
+    assert report.file_accuracy == report.keras_accuracy
+    assert report.keras_accuracy > 0.9  # the toy problem was learned
+    assert report.agreement == 1.0
+    assert report.max_abs_diff < 1e-5
+    assert report.bytes == len(float32_file)
+    assert report.gzip_bytes == len(gzip.compress(float32_file, 9))
+    assert 0 < report.latency_s < 0.1
+    assert report.num_samples == len(x)
+    text = str(report)
+    assert f"{report.bytes:,} bytes" in text
+    assert "accuracy" in text and "agreement" in text
+
+
+def test_int8_io_report(model_and_files, toy_test):
+    model, _, int8_file = model_and_files
+    x, y = toy_test
+    report = verify(model, int8_file, x, y, latency_runs=0)
+    assert report.latency_s is None
+    assert report.agreement >= 0.97
+    assert abs(report.file_accuracy - report.keras_accuracy) <= 0.03
+    assert "not measured" in str(report)
+
+
+def test_without_labels_and_with_one_hot_labels(model_and_files, toy_test):
+    model, float32_file, _ = model_and_files
+    x, y = toy_test
+    report = verify(model, float32_file, x, latency_runs=0)
+    assert report.keras_accuracy is None and report.file_accuracy is None
+    assert "n/a" in str(report)
+    one_hot = np.eye(4)[y]
+    report = verify(model, float32_file, x, one_hot, latency_runs=0)
+    assert report.keras_accuracy > 0.9
+
+
+def test_report_is_frozen(model_and_files, toy_test):
+    model, float32_file, _ = model_and_files
+    x, _ = toy_test
+    report = verify(model, float32_file, x[:4], latency_runs=0)
+    with pytest.raises(AttributeError):
+        report.bytes = 0
+
+
+def test_label_count_mismatch(model_and_files, toy_test):
+    model, float32_file, _ = model_and_files
+    x, y = toy_test
+    with pytest.raises(ValueError, match="labels"):
+        verify(model, float32_file, x, y[:5], latency_runs=0)
+
+
+def test_run_tflite_batches_give_the_same_outputs(model_and_files, toy_test):
+    _, float32_file, int8_file = model_and_files
+    x, _ = toy_test
+    for content in (float32_file, int8_file):
+        whole = run_tflite(content, x)
+        np.testing.assert_allclose(
+            run_tflite(content, x, batch_size=7), whole, atol=1e-6
+        )
+        np.testing.assert_allclose(
+            run_tflite(content, x[:3], batch_size=1), whole[:3], atol=1e-6
+        )
+
+
+def test_file_sizes_and_latency(model_and_files):
+    _, float32_file, _ = model_and_files
+    raw, gzipped = file_sizes(float32_file)
+    assert raw == len(float32_file)
+    assert 0 < gzipped < raw
+    assert measure_latency(float32_file, num_runs=5, num_warmup=1) > 0
