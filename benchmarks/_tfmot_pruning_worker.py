@@ -60,16 +60,18 @@ class EpochTimer(tf_keras.callbacks.Callback):
 def build_model():
     """The reference CNN of BENCHMARKS.md, in tf_keras."""
     layers = tf_keras.layers
-    return tf_keras.Sequential([
-        tf_keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10),
-    ])
+    return tf_keras.Sequential(
+        [
+            tf_keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+        ]
+    )
 
 
 def _compile(model, learning_rate):

@@ -83,16 +83,18 @@ class EpochTimer(keras.callbacks.Callback):
 def build_model():
     """The reference CNN of BENCHMARKS.md (logits out)."""
     layers = keras.layers
-    return keras.Sequential([
-        keras.Input((28, 28, 1)),
-        layers.Conv2D(32, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(10),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(32, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10),
+        ]
+    )
 
 
 def _compile(model, learning_rate):
@@ -166,8 +168,11 @@ def run_keras_compress(cfg, seed, baseline_weights, data):
             "keras_acc": _accuracy(plain, x_test, y_test),
         }
     }
-    files = {"plain": {"float32": kc.convert.to_tflite(
-        plain, "float32", sparse=False)}}
+    files = {
+        "plain": {
+            "float32": kc.convert.to_tflite(plain, "float32", sparse=False)
+        }
+    }
 
     # (b) keras_compress pruning fine-tune from the same weights.
     keras.utils.set_random_seed(seed)
@@ -209,17 +214,28 @@ def run_tfmot(cfg, seed, weights_path, work_dir):
     command = [
         sys.executable,
         WORKER,
-        "--weights", weights_path,
-        "--datasets-py", kc.datasets.__file__,
-        "--out-dir", work_dir,
-        "--seed", str(seed),
-        "--data-seed", str(cfg["data_seed"]),
-        "--epochs", str(cfg["finetune_epochs"]),
-        "--batch-size", str(cfg["batch_size"]),
-        "--learning-rate", str(cfg["finetune_lr"]),
-        "--final-sparsity", str(cfg["final_sparsity"]),
-        "--end-step", str(cfg["end_step"]),
-        "--frequency", str(cfg["frequency"]),
+        "--weights",
+        weights_path,
+        "--datasets-py",
+        kc.datasets.__file__,
+        "--out-dir",
+        work_dir,
+        "--seed",
+        str(seed),
+        "--data-seed",
+        str(cfg["data_seed"]),
+        "--epochs",
+        str(cfg["finetune_epochs"]),
+        "--batch-size",
+        str(cfg["batch_size"]),
+        "--learning-rate",
+        str(cfg["finetune_lr"]),
+        "--final-sparsity",
+        str(cfg["final_sparsity"]),
+        "--end-step",
+        str(cfg["end_step"]),
+        "--frequency",
+        str(cfg["frequency"]),
     ]
     if cfg["max_train"] is not None:
         command += ["--max-train", str(cfg["max_train"])]
@@ -250,8 +266,11 @@ def run_tfmot(cfg, seed, weights_path, work_dir):
 
 def run_seed(cfg, seed, data, keep_dir=None):
     (x_train, y_train), (x_test, y_test) = data
-    print(f"\n== seed {seed}: Keras 3 baseline "
-          f"({cfg['baseline_epochs']} epochs) ...", flush=True)
+    print(
+        f"\n== seed {seed}: Keras 3 baseline "
+        f"({cfg['baseline_epochs']} epochs) ...",
+        flush=True,
+    )
     keras.utils.set_random_seed(seed)
     baseline = build_model()
     _compile(baseline, cfg["baseline_lr"])
@@ -277,15 +296,19 @@ def run_seed(cfg, seed, data, keep_dir=None):
             weights_path,
             **{f"w{i:02d}": w for i, w in enumerate(baseline_weights)},
         )
-        print(f"   keras_compress fine-tunes ({cfg['finetune_epochs']} "
-              "epochs, plain and pruned) ...", flush=True)
+        print(
+            f"   keras_compress fine-tunes ({cfg['finetune_epochs']} "
+            "epochs, plain and pruned) ...",
+            flush=True,
+        )
         runs = {}
         files = {}
         runs["keras_compress"], files["keras_compress"] = run_keras_compress(
             cfg, seed, baseline_weights, data
         )
-        print("   tfmot fine-tunes (tf_keras, separate process) ...",
-              flush=True)
+        print(
+            "   tfmot fine-tunes (tf_keras, separate process) ...", flush=True
+        )
         tfmot_report, files["tfmot"] = run_tfmot(cfg, seed, weights_path, work)
         result["tfmot_baseline_keras_acc"] = tfmot_report.pop(
             "baseline_keras_acc"
@@ -320,8 +343,9 @@ def run_seed(cfg, seed, data, keep_dir=None):
             row["epoch_vs_plain"] = row["epoch_s"] / plain_epoch
             rows[key] = row
         for row in rows.values():
-            row["gzip_vs_dense"] = row["gzip_bytes"] / rows["dense"][
-                "gzip_bytes"]
+            row["gzip_vs_dense"] = (
+                row["gzip_bytes"] / rows["dense"]["gzip_bytes"]
+            )
         result["variants"][tool] = rows
     return result
 
@@ -366,9 +390,10 @@ def format_table(variants):
     for key, label, *_ in VARIANTS:
         for tool in TOOLS:
             row = variants[tool][key]
-            lines.append([label, tool] + [
-                _cell(name, fmt, row[name]) for name, _, fmt, _ in COLUMNS
-            ])
+            lines.append(
+                [label, tool]
+                + [_cell(name, fmt, row[name]) for name, _, fmt, _ in COLUMNS]
+            )
         kc_row, tf_row = variants["keras_compress"][key], variants["tfmot"][key]
         compare = []
         for name, _, _, how in COLUMNS:
@@ -419,8 +444,8 @@ def make_config(args, num_train):
     cfg["end_step"] = int(0.7 * steps)
     # The recipe updates masks every 50 steps. A --quick run is too short for
     # that (tfmot would prune only at step 0, i.e. never): update ~8 times.
-    cfg["frequency"] = 50 if cfg["end_step"] >= 200 else max(
-        1, cfg["end_step"] // 8
+    cfg["frequency"] = (
+        50 if cfg["end_step"] >= 200 else max(1, cfg["end_step"] // 8)
     )
     return cfg
 
@@ -429,18 +454,35 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                        help="training seeds (default: 0 1); the table "
-                        "reports each seed and the mean")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 6000 train / 1000 test images, "
-                        "1 epoch per training")
-    parser.add_argument("--json", metavar="PATH",
-                        help="also write every figure to this JSON file")
-    parser.add_argument("--latency-runs", type=int, default=300,
-                        help="single-image invokes per latency median")
-    parser.add_argument("--keep-files", metavar="DIR",
-                        help="save every LiteRT file to this folder")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="training seeds (default: 0 1); the table "
+        "reports each seed and the mean",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 6000 train / 1000 test images, 1 epoch per training",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write every figure to this JSON file",
+    )
+    parser.add_argument(
+        "--latency-runs",
+        type=int,
+        default=300,
+        help="single-image invokes per latency median",
+    )
+    parser.add_argument(
+        "--keep-files",
+        metavar="DIR",
+        help="save every LiteRT file to this folder",
+    )
     args = parser.parse_args(argv)
     # Each fine-tune builds a new model, so Keras traces a new predict
     # function each time; TF's "retracing" warning about that is noise here.
@@ -455,12 +497,15 @@ def main(argv=None):
 
     name, train, test = kc.datasets.load_demo_data()
     if name != "fashion_mnist":
-        print(f"warning: Fashion-MNIST not found, using '{name}'; the "
-              "figures are not comparable with BENCHMARKS.md.")
+        print(
+            f"warning: Fashion-MNIST not found, using '{name}'; the "
+            "figures are not comparable with BENCHMARKS.md."
+        )
     cfg = make_config(args, len(train[0]))
     if cfg["quick"]:
         name, train, test = kc.datasets.load_demo_data(
-            max_train=cfg["max_train"], max_test=cfg["max_test"],
+            max_train=cfg["max_train"],
+            max_test=cfg["max_test"],
             seed=cfg["data_seed"],
         )
     cfg["dataset"] = name
@@ -480,21 +525,32 @@ def main(argv=None):
         result = run_seed(cfg, seed, (train, test), args.keep_files)
         result["seed"] = seed
         per_seed.append(result)
-        versions.update({
-            k.replace("_", "-"): v
-            for k, v in result.pop("tfmot_versions").items()
-        })
+        versions.update(
+            {
+                k.replace("_", "-"): v
+                for k, v in result.pop("tfmot_versions").items()
+            }
+        )
         runs = result["runs"]
-        print(f"\n-- seed {seed}: baseline Keras acc "
-              f"{result['baseline']['keras_acc']:.4f} (tf_keras with the same "
-              f"weights: {result['tfmot_baseline_keras_acc']:.4f}); kernel "
-              "sparsity after strip: keras_compress "
-              f"{runs['keras_compress']['pruned']['kernel_sparsity']:.4f}, "
-              f"tfmot {runs['tfmot']['pruned']['kernel_sparsity']:.4f}")
-        if abs(result["baseline"]["keras_acc"]
-               - result["tfmot_baseline_keras_acc"]) > 0.002:
-            print("warning: the tf_keras copy of the baseline does not "
-                  "reproduce its accuracy; check the weight transfer.")
+        print(
+            f"\n-- seed {seed}: baseline Keras acc "
+            f"{result['baseline']['keras_acc']:.4f} (tf_keras with the same "
+            f"weights: {result['tfmot_baseline_keras_acc']:.4f}); kernel "
+            "sparsity after strip: keras_compress "
+            f"{runs['keras_compress']['pruned']['kernel_sparsity']:.4f}, "
+            f"tfmot {runs['tfmot']['pruned']['kernel_sparsity']:.4f}"
+        )
+        if (
+            abs(
+                result["baseline"]["keras_acc"]
+                - result["tfmot_baseline_keras_acc"]
+            )
+            > 0.002
+        ):
+            print(
+                "warning: the tf_keras copy of the baseline does not "
+                "reproduce its accuracy; check the weight transfer."
+            )
         print(format_table(result["variants"]))
 
     mean = mean_variants(per_seed)
@@ -502,9 +558,11 @@ def main(argv=None):
         print(f"\n== mean over seeds {args.seeds}")
         print(format_table(mean))
     elapsed = time.perf_counter() - wall_start
-    print("\nepoch s: best epoch of each fine-tune; epoch/plain: against the "
-          "same tool's plain fine-tune in the same run. kc/tfmot: ratio "
-          "keras_compress / tfmot (accuracies: difference).")
+    print(
+        "\nepoch s: best epoch of each fine-tune; epoch/plain: against the "
+        "same tool's plain fine-tune in the same run. kc/tfmot: ratio "
+        "keras_compress / tfmot (accuracies: difference)."
+    )
     print(f"total wall time: {elapsed:.0f} s")
 
     if args.json:

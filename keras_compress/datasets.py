@@ -285,8 +285,14 @@ def load_digits_images(test_fraction=0.2, seed=0):
     return _split(x, y, test_fraction, seed)
 
 
-def make_synthetic_images(num_train=2000, num_test=500, num_classes=10,
-                          image_size=28, noise=0.3, seed=0):
+def make_synthetic_images(
+    num_train=2000,
+    num_test=500,
+    num_classes=10,
+    image_size=28,
+    noise=0.3,
+    seed=0,
+):
     """Generates a small, learnable image dataset with numpy.
 
     Each class has a fixed random prototype (a blurred binary pattern);
@@ -314,9 +320,12 @@ def make_synthetic_images(num_train=2000, num_test=500, num_classes=10,
     x.shape  # (100, 28, 28, 1)
     ```
     """
-    for name, value in (("num_train", num_train), ("num_test", num_test),
-                        ("num_classes", num_classes),
-                        ("image_size", image_size)):
+    for name, value in (
+        ("num_train", num_train),
+        ("num_test", num_test),
+        ("num_classes", num_classes),
+        ("image_size", image_size),
+    ):
         if int(value) != value or value < 1:
             raise ValueError(
                 f"{name} must be a positive integer; received {value!r}."
@@ -331,14 +340,15 @@ def make_synthetic_images(num_train=2000, num_test=500, num_classes=10,
         :, :image_size, :image_size
     ].astype(np.float32)
     protos = 0.5 * protos + 0.125 * (
-        np.roll(protos, 1, axis=1) + np.roll(protos, -1, axis=1)
-        + np.roll(protos, 1, axis=2) + np.roll(protos, -1, axis=2)
+        np.roll(protos, 1, axis=1)
+        + np.roll(protos, -1, axis=1)
+        + np.roll(protos, 1, axis=2)
+        + np.roll(protos, -1, axis=2)
     )
 
     def sample(n):
         y = rng.integers(0, num_classes, size=n).astype(np.int64)
-        x = protos[y] + rng.normal(0.0, noise, size=(n, image_size,
-                                                     image_size))
+        x = protos[y] + rng.normal(0.0, noise, size=(n, image_size, image_size))
         return np.clip(x, 0.0, 1.0).astype(np.float32)[..., np.newaxis], y
 
     return sample(int(num_train)), sample(int(num_test))
@@ -386,9 +396,7 @@ def load_demo_data(max_train=None, max_test=None, seed=0, data_dir=None):
     except FileNotFoundError:
         try:
             name = "digits"
-            (x_train, y_train), (x_test, y_test) = load_digits_images(
-                seed=seed
-            )
+            (x_train, y_train), (x_test, y_test) = load_digits_images(seed=seed)
         except ImportError:
             name = "synthetic"
             (x_train, y_train), (x_test, y_test) = make_synthetic_images(

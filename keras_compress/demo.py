@@ -36,8 +36,9 @@ def reference_cnn(input_shape=(28, 28, 1), num_classes=10):
     return keras.Sequential(
         [
             keras.Input(input_shape),
-            keras.layers.Conv2D(32, 3, activation="relu",
-                                padding=first_padding),
+            keras.layers.Conv2D(
+                32, 3, activation="relu", padding=first_padding
+            ),
             keras.layers.MaxPooling2D(),
             keras.layers.Conv2D(64, 3, activation="relu"),
             keras.layers.MaxPooling2D(),
@@ -99,9 +100,18 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def run_demo(epochs=3, finetune_epochs=2, max_train=None, max_test=None,
-             sparsity=0.8, seed=0, latency_runs=300, output_dir=None,
-             data_dir=None, log=print):
+def run_demo(
+    epochs=3,
+    finetune_epochs=2,
+    max_train=None,
+    max_test=None,
+    sparsity=0.8,
+    seed=0,
+    latency_runs=300,
+    output_dir=None,
+    data_dir=None,
+    log=print,
+):
     """Trains the reference CNN, compresses it every way, verifies the files.
 
     Variants: the float32 original; float16, dynamic-range and full-int8
@@ -129,10 +139,13 @@ def run_demo(epochs=3, finetune_epochs=2, max_train=None, max_test=None,
         os.makedirs(output_dir, exist_ok=True)
     keras.utils.set_random_seed(seed)
     name, (x_train, y_train), (x_test, y_test) = datasets.load_demo_data(
-        max_train=max_train, max_test=max_test, seed=seed, data_dir=data_dir)
+        max_train=max_train, max_test=max_test, seed=seed, data_dir=data_dir
+    )
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    log(f"Data: {name}, {len(x_train):,} train / {len(x_test):,} test "
-        f"images of shape {x_train.shape[1:]}")
+    log(
+        f"Data: {name}, {len(x_train):,} train / {len(x_test):,} test "
+        f"images of shape {x_train.shape[1:]}"
+    )
 
     baseline = _compile(reference_cnn(x_train.shape[1:], num_classes), 1e-3)
     log(f"Training the reference CNN for {epochs} epoch(s)...")
@@ -147,34 +160,57 @@ def run_demo(epochs=3, finetune_epochs=2, max_train=None, max_test=None,
     def fine_tune_pruned(**prune_kwargs):
         pruned = pruning.prune_low_magnitude(baseline, **prune_kwargs)
         _compile(pruned, 1e-4)
-        pruned.fit(x_train, y_train, batch_size=128, epochs=finetune_epochs,
-                   verbose=0, callbacks=[pruning.UpdatePruningStep()])
+        pruned.fit(
+            x_train,
+            y_train,
+            batch_size=128,
+            epochs=finetune_epochs,
+            verbose=0,
+            callbacks=[pruning.UpdatePruningStep()],
+        )
         return pruning.strip_pruning(pruned)
 
-    log(f"Pruning to {sparsity:.0%} (polynomial schedule) and fine-tuning "
-        f"{finetune_epochs} epoch(s)...")
+    log(
+        f"Pruning to {sparsity:.0%} (polynomial schedule) and fine-tuning "
+        f"{finetune_epochs} epoch(s)..."
+    )
     magnitude = fine_tune_pruned(
         pruning_schedule=pruning.PolynomialDecay(
-            0.0, sparsity, begin_step=0,
-            end_step=max(1, int(0.7 * total_steps)), frequency=50))
+            0.0,
+            sparsity,
+            begin_step=0,
+            end_step=max(1, int(0.7 * total_steps)),
+            frequency=50,
+        )
+    )
     log("Pruning to 2:4 sparsity and fine-tuning...")
     two_four = fine_tune_pruned(
         pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=50),
         sparsity_m_by_n=(2, 4),
         # The first conv has one input channel: 2:4 needs a multiple of 4.
-        layers_to_prune=lambda layer: layer.name != baseline.layers[0].name)
+        layers_to_prune=lambda layer: layer.name != baseline.layers[0].name,
+    )
 
     variants = [
         ("float32", baseline, {}),
         ("float16 weights", baseline, {"mode": "float16"}),
         ("dynamic range int8", baseline, {"mode": "dynamic"}),
-        ("int8 PTQ", baseline,
-         {"mode": "int8", "representative_data": calibration}),
+        (
+            "int8 PTQ",
+            baseline,
+            {"mode": "int8", "representative_data": calibration},
+        ),
         (f"pruned {sparsity:.0%} (sparse)", magnitude, {"sparse": True}),
         ("pruned 2:4 (sparse)", two_four, {"sparse": True}),
-        (f"pruned {sparsity:.0%} + int8", magnitude,
-         {"mode": "int8", "representative_data": calibration,
-          "sparse": True}),
+        (
+            f"pruned {sparsity:.0%} + int8",
+            magnitude,
+            {
+                "mode": "int8",
+                "representative_data": calibration,
+                "sparse": True,
+            },
+        ),
     ]
     rows = []
     for variant, model, options in variants:
@@ -184,8 +220,9 @@ def run_demo(epochs=3, finetune_epochs=2, max_train=None, max_test=None,
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             path = os.path.join(output_dir, f"{slug.strip('_')}.tflite")
         content = convert.to_tflite(model, path=path, **options)
-        report = convert.verify(model, content, x_test, y_test,
-                                latency_runs=latency_runs)
+        report = convert.verify(
+            model, content, x_test, y_test, latency_runs=latency_runs
+        )
         rows.append(
             DemoRow(
                 variant=variant,
@@ -198,15 +235,17 @@ def run_demo(epochs=3, finetune_epochs=2, max_train=None, max_test=None,
             )
         )
     if output_dir is not None:
-        _write_json(os.path.join(output_dir, "report.json"),
-                    {"data": name, "rows": [dataclasses.asdict(r)
-                                            for r in rows]})
+        _write_json(
+            os.path.join(output_dir, "report.json"),
+            {"data": name, "rows": [dataclasses.asdict(r) for r in rows]},
+        )
     return rows
 
 
 def _kernel_sparsity(model):
-    rows = [r for r in analysis.sparsity_report(model).rows
-            if len(r.shape) >= 2]
+    rows = [
+        r for r in analysis.sparsity_report(model).rows if len(r.shape) >= 2
+    ]
     params = sum(r.params for r in rows)
     return sum(r.zeros for r in rows) / params if params else 0.0
 

@@ -175,8 +175,9 @@ def clone_and_replace(model, replace_fn):
 def _call_without_unknown_mask(layer, *args, **kwargs):
     # A wrapper accepts `mask` (to pass it on), so Functional graphs record
     # `mask=...` in its node; the layer replacing it may not accept one.
-    if "mask" in kwargs and "mask" not in inspect.signature(
-        layer.call
-    ).parameters:
+    if (
+        "mask" in kwargs
+        and "mask" not in inspect.signature(layer.call).parameters
+    ):
         kwargs.pop("mask")
     return layer(*args, **kwargs)

@@ -13,8 +13,9 @@ class SubclassedMLP(keras.Model):
         self.units = units
         self.num_classes = num_classes
         self.hidden = keras.layers.Dense(units, activation="relu")
-        self.blocks = [keras.layers.Dense(units, activation="relu")
-                       for _ in range(2)]
+        self.blocks = [
+            keras.layers.Dense(units, activation="relu") for _ in range(2)
+        ]
         self.head = keras.Sequential([keras.layers.Dense(num_classes)])
 
     def call(self, inputs):
@@ -24,8 +25,11 @@ class SubclassedMLP(keras.Model):
         return self.head(x)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units,
-                "num_classes": self.num_classes}
+        return {
+            **super().get_config(),
+            "units": self.units,
+            "num_classes": self.num_classes,
+        }
 
 
 def sequential_cnn(input_shape=(12, 12, 1), num_classes=4):
@@ -60,8 +64,7 @@ def nested_model(input_dim=16, num_classes=3):
     inputs = keras.Input((input_dim,))
     x = inner(inputs)
     x = keras.layers.Dense(16, activation="relu", name="middle")(x)
-    outputs = SubclassedMLP(units=8, num_classes=num_classes,
-                            name="sub")(x)
+    outputs = SubclassedMLP(units=8, num_classes=num_classes, name="sub")(x)
     return keras.Model(inputs, outputs, name="nested")
 
 

@@ -112,9 +112,7 @@ def test_read_idx_short_header(tmp_path):
 
 def test_load_fashion_mnist_from_data_dir(tmp_path):
     arrays = _write_fake_fashion_mnist(tmp_path)
-    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(
-        tmp_path
-    )
+    (x_train, y_train), (x_test, y_test) = datasets.load_fashion_mnist(tmp_path)
     assert x_train.shape == (6, 28, 28, 1)
     assert x_test.shape == (4, 28, 28, 1)
     assert x_train.dtype == np.float32
@@ -124,8 +122,9 @@ def test_load_fashion_mnist_from_data_dir(tmp_path):
     np.testing.assert_array_equal(y_test, arrays["t10k"][1])
 
 
-def test_load_fashion_mnist_from_env_var(tmp_path, monkeypatch,
-                                         no_default_dirs):
+def test_load_fashion_mnist_from_env_var(
+    tmp_path, monkeypatch, no_default_dirs
+):
     folder = tmp_path / "env"
     folder.mkdir()
     _write_fake_fashion_mnist(folder, num_train=3, num_test=2)
@@ -251,8 +250,7 @@ def test_load_demo_data_falls_back_to_digits(no_default_dirs):
     assert x_test.shape == (359, 8, 8, 1)
 
 
-def test_load_demo_data_falls_back_to_synthetic(no_default_dirs,
-                                                monkeypatch):
+def test_load_demo_data_falls_back_to_synthetic(no_default_dirs, monkeypatch):
     def no_sklearn(*args, **kwargs):
         raise ImportError("no scikit-learn")
 

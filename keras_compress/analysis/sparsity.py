@@ -69,9 +69,7 @@ class SparsityReport:
         lines = [f"{'layer/weight':<48} {'params':>10} {'sparsity':>9}"]
         for row in self.rows:
             name = f"{row.layer}/{row.weight}"
-            lines.append(
-                f"{name:<48} {row.params:>10,} {row.sparsity:>9.1%}"
-            )
+            lines.append(f"{name:<48} {row.params:>10,} {row.sparsity:>9.1%}")
         lines.append(
             f"{'total':<48} {self.total_params:>10,} "
             f"{self.total_sparsity:>9.1%}"

@@ -125,16 +125,21 @@ class PruningSummaries(keras.callbacks.Callback):
                     total += size
                     tf.summary.scalar(
                         f"pruning/{pruner.layer.name}/{weight.name}_sparsity",
-                        sparsity, step=step,
+                        sparsity,
+                        step=step,
                     )
             if total:
-                tf.summary.scalar("pruning/total_sparsity", zeros / total,
-                                  step=step)
+                tf.summary.scalar(
+                    "pruning/total_sparsity", zeros / total, step=step
+                )
         self._writer.flush()
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches += 1
-        if self.update_freq != "epoch" and self._batches % self.update_freq == 0:
+        if (
+            self.update_freq != "epoch"
+            and self._batches % self.update_freq == 0
+        ):
             self._write(self._batches)
 
     def on_epoch_end(self, epoch, logs=None):

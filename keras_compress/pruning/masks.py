@@ -64,8 +64,7 @@ def block_mask(weight, sparsity, block_size, pooling="AVG"):
     weight = ops.convert_to_tensor(weight)
     shape = tuple(weight.shape)
     rows, cols = block_size
-    matrix = ops.abs(ops.reshape(ops.cast(weight, "float32"),
-                                 (-1, shape[-1])))
+    matrix = ops.abs(ops.reshape(ops.cast(weight, "float32"), (-1, shape[-1])))
     height, width = matrix.shape
     pad_h, pad_w = -height % rows, -width % cols
     padded = ops.pad(matrix, ((0, pad_h), (0, pad_w)))
@@ -125,4 +124,6 @@ def sparsity_of(weight):
     """Fraction of exact zeros in `weight`, as a Python float."""
     weight = ops.convert_to_tensor(weight)
     zeros = ops.sum(ops.cast(ops.equal(weight, 0), "int32"))
-    return float(keras.ops.convert_to_numpy(zeros)) / max(1, int(ops.size(weight)))
+    return float(keras.ops.convert_to_numpy(zeros)) / max(
+        1, int(ops.size(weight))
+    )

@@ -44,9 +44,16 @@ def _wrap(layer, params):
     return wrapper_lib.PruneLowMagnitude(layer, **params)
 
 
-def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
-                        block_pooling_type="AVG", sparsity_m_by_n=None,
-                        layers_to_prune=None, pruning_policy=None, **kwargs):
+def prune_low_magnitude(
+    to_prune,
+    pruning_schedule=None,
+    block_size=(1, 1),
+    block_pooling_type="AVG",
+    sparsity_m_by_n=None,
+    layers_to_prune=None,
+    pruning_policy=None,
+    **kwargs,
+):
     """Adds magnitude pruning to a model, a layer or a list of layers.
 
     Same arguments as tfmot's `prune_low_magnitude`, for Keras 3 and for
@@ -128,9 +135,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
 
     model = to_prune
     rewrite.check_built(model)
-    select, named = _make_selector(
-        layers_to_prune, rewrite.leaf_layers(model)
-    )
+    select, named = _make_selector(layers_to_prune, rewrite.leaf_layers(model))
     pruned_names = []
 
     def should_prune(layer):
@@ -142,7 +147,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=None, block_size=(1, 1),
             if layer.weights:
                 logger.info(
                     "Not pruning layer '%s' (%s): no prunable weights.",
-                    layer.name, type(layer).__name__,
+                    layer.name,
+                    type(layer).__name__,
                 )
             return False
         return True
@@ -240,8 +246,9 @@ def strip_pruning(model):
         )
 
     def unwrap(layer):
-        if isinstance(layer, (wrapper_lib.PruneLowMagnitude,
-                              pruned_model_lib.PrunedModel)):
+        if isinstance(
+            layer, (wrapper_lib.PruneLowMagnitude, pruned_model_lib.PrunedModel)
+        ):
             return strip_pruning(layer)
         return None
 

@@ -62,8 +62,14 @@ class LayerPruner:
             only decides when the pattern is applied.
     """
 
-    def __init__(self, layer, pruning_schedule, block_size=(1, 1),
-                 block_pooling_type="AVG", sparsity_m_by_n=None):
+    def __init__(
+        self,
+        layer,
+        pruning_schedule,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+    ):
         self.layer = layer
         self.schedule = pruning_schedule
         self.block_size = tuple(block_size)

@@ -125,4 +125,6 @@ def is_prunable(layer):
             L.Embedding,
             L.MultiHeadAttention,
         ),
-    ) or (hasattr(L, "DepthwiseConv1D") and isinstance(layer, L.DepthwiseConv1D))
+    ) or (
+        hasattr(L, "DepthwiseConv1D") and isinstance(layer, L.DepthwiseConv1D)
+    )

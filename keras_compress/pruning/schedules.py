@@ -151,8 +151,9 @@ class ConstantSparsity(PruningSchedule):
     ```
     """
 
-    def __init__(self, target_sparsity, begin_step=0, end_step=-1,
-                 frequency=100):
+    def __init__(
+        self, target_sparsity, begin_step=0, end_step=-1, frequency=100
+    ):
         _check_sparsity("target_sparsity", target_sparsity)
         super().__init__(begin_step, end_step, frequency)
         self.target_sparsity = float(target_sparsity)
@@ -161,8 +162,7 @@ class ConstantSparsity(PruningSchedule):
         return self.target_sparsity if step >= self.begin_step else 0.0
 
     def get_config(self):
-        return {"target_sparsity": self.target_sparsity,
-                **super().get_config()}
+        return {"target_sparsity": self.target_sparsity, **super().get_config()}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -193,8 +193,15 @@ class PolynomialDecay(PruningSchedule):
     ```
     """
 
-    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step,
-                 power=3, frequency=100):
+    def __init__(
+        self,
+        initial_sparsity,
+        final_sparsity,
+        begin_step,
+        end_step,
+        power=3,
+        frequency=100,
+    ):
         _check_sparsity("initial_sparsity", initial_sparsity)
         _check_sparsity("final_sparsity", final_sparsity)
         _check_steps(begin_step, end_step, frequency, end_optional=False)
@@ -211,9 +218,10 @@ class PolynomialDecay(PruningSchedule):
         if step < self.begin_step:
             return 0.0
         remaining = (1.0 - self.progress(step)) ** self.power
-        return self.final_sparsity + (
-            self.initial_sparsity - self.final_sparsity
-        ) * remaining
+        return (
+            self.final_sparsity
+            + (self.initial_sparsity - self.final_sparsity) * remaining
+        )
 
     def get_config(self):
         return {

@@ -41,8 +41,9 @@ def _check_m_by_n(sparsity_m_by_n, block_size):
         )
 
 
-def check_pruning_params(pruning_schedule, block_size, block_pooling_type,
-                         sparsity_m_by_n):
+def check_pruning_params(
+    pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
+):
     """Validates the pruning arguments before any model is touched."""
     if not isinstance(pruning_schedule, schedules_lib.PruningSchedule):
         raise ValueError(
@@ -95,8 +96,15 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     ```
     """
 
-    def __init__(self, layer, pruning_schedule=None, block_size=(1, 1),
-                 block_pooling_type="AVG", sparsity_m_by_n=None, **kwargs):
+    def __init__(
+        self,
+        layer,
+        pruning_schedule=None,
+        block_size=(1, 1),
+        block_pooling_type="AVG",
+        sparsity_m_by_n=None,
+        **kwargs,
+    ):
         if pruning_schedule is None:
             pruning_schedule = schedules_lib.ConstantSparsity(0.5, 0)
         if isinstance(pruning_schedule, dict):
@@ -117,8 +125,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "get_prunable_weights() method."
             )
         block_size = tuple(block_size)
-        check_pruning_params(pruning_schedule, block_size, block_pooling_type,
-                             sparsity_m_by_n)
+        check_pruning_params(
+            pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
+        )
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
@@ -129,7 +138,10 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         )
         self.supports_masking = layer.supports_masking
         self.pruner = pruner_lib.LayerPruner(
-            layer, pruning_schedule, block_size, block_pooling_type,
+            layer,
+            pruning_schedule,
+            block_size,
+            block_pooling_type,
             self.sparsity_m_by_n,
         )
 
@@ -191,9 +203,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                 "block_size": list(self.block_size),
                 "block_pooling_type": self.block_pooling_type,
                 "sparsity_m_by_n": (
-                    list(self.sparsity_m_by_n)
-                    if self.sparsity_m_by_n
-                    else None
+                    list(self.sparsity_m_by_n) if self.sparsity_m_by_n else None
                 ),
             }
         )

@@ -20,12 +20,21 @@ def _read_scalars(log_dir):
 def test_pruning_summaries_write_per_layer_and_total_sparsity(tmp_path):
     model, x, y = helpers.make_model("functional")
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.PolynomialDecay(0, 0.5, 0, 8,
-                                                        frequency=1))
+        model,
+        pruning_schedule=pruning.PolynomialDecay(0, 0.5, 0, 8, frequency=1),
+    )
     helpers.compile_for_test(pruned)
-    pruned.fit(x, y, batch_size=16, epochs=3, verbose=0,
-               callbacks=[pruning.UpdatePruningStep(),
-                          pruning.PruningSummaries(str(tmp_path))])
+    pruned.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        callbacks=[
+            pruning.UpdatePruningStep(),
+            pruning.PruningSummaries(str(tmp_path)),
+        ],
+    )
     scalars = _read_scalars(tmp_path)
     assert "pruning/fc1/kernel_sparsity" in scalars
     total = scalars["pruning/total_sparsity"]
@@ -38,8 +47,14 @@ def test_update_step_counts_batches_across_fits():
     pruned = pruning.prune_low_magnitude(model)
     helpers.compile_for_test(pruned)
     for _ in range(2):
-        pruned.fit(x, y, batch_size=16, epochs=1, verbose=0,
-                   callbacks=[pruning.UpdatePruningStep()])
+        pruned.fit(
+            x,
+            y,
+            batch_size=16,
+            epochs=1,
+            verbose=0,
+            callbacks=[pruning.UpdatePruningStep()],
+        )
     steps = {int(p.step.numpy()) for p in pruning.get_pruners(pruned)}
     assert steps == {7}  # 2 fits x 4 batches, counted from 0
 
@@ -54,7 +69,8 @@ def test_update_step_on_a_model_without_pruning_raises():
 def test_custom_training_loop_with_the_callback():
     model, x, y = helpers.make_model("functional")
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1))
+        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1)
+    )
     optimizer = keras.optimizers.Adam(1e-2)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     callback = pruning.UpdatePruningStep()
@@ -62,7 +78,10 @@ def test_custom_training_loop_with_the_callback():
     callback.on_train_begin()
     for batch in range(4):
         callback.on_train_batch_begin(batch)
-        xb, yb = x[batch * 16:(batch + 1) * 16], y[batch * 16:(batch + 1) * 16]
+        xb, yb = (
+            x[batch * 16 : (batch + 1) * 16],
+            y[batch * 16 : (batch + 1) * 16],
+        )
         with tf.GradientTape() as tape:
             loss = loss_fn(yb, pruned(xb, training=True))
         grads = tape.gradient(loss, pruned.trainable_variables)

@@ -8,14 +8,21 @@ from keras_compress import analysis
 from keras_compress import pruning
 from tests import helpers
 
-SCHEDULE = pruning.PolynomialDecay(0.0, 0.6, begin_step=0, end_step=6,
-                                   frequency=2)
+SCHEDULE = pruning.PolynomialDecay(
+    0.0, 0.6, begin_step=0, end_step=6, frequency=2
+)
 
 
 def _train(model, x, y, epochs=2, **compile_kwargs):
     helpers.compile_for_test(model, **compile_kwargs)
-    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0,
-              callbacks=[pruning.UpdatePruningStep()])
+    model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep()],
+    )
 
 
 def _kernel_sparsities(model):
@@ -32,8 +39,9 @@ def test_every_model_kind_prunes_strips_and_keeps_outputs(kind):
     before = [w.copy() for w in model.get_weights()]
     pruned = pruning.prune_low_magnitude(model, pruning_schedule=SCHEDULE)
     # Same function before training: pruning starts from the same weights.
-    np.testing.assert_allclose(pruned.predict(x, verbose=0),
-                               model.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
 
     _train(pruned, x, y)  # 8 steps: masks updated at 0, 2, 4 and 6.
     sparsities = _kernel_sparsities(pruned)
@@ -45,10 +53,12 @@ def test_every_model_kind_prunes_strips_and_keeps_outputs(kind):
     assert type(stripped) is type(model)
     assert not pruning.get_pruners(stripped)
     assert len(stripped.weights) == len(model.weights)
-    np.testing.assert_allclose(stripped.predict(x, verbose=0),
-                               pruned.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )
     assert analysis.sparsity_report(stripped).total_zeros == (
-        analysis.sparsity_report(pruned).total_zeros)
+        analysis.sparsity_report(pruned).total_zeros
+    )
 
     # The user's model is untouched: weights and constraints.
     for old, new in zip(before, model.get_weights()):
@@ -68,17 +78,24 @@ def test_subclassed_model_becomes_pruned_model_and_strips_to_its_class():
 def test_layers_to_prune_by_name():
     model, x, y = helpers.make_model("functional")
     pruned = pruning.prune_low_magnitude(model, layers_to_prune=["fc2"])
-    wrapped = [layer.layer.name for layer in pruned.layers
-               if isinstance(layer, pruning.PruneLowMagnitude)]
+    wrapped = [
+        layer.layer.name
+        for layer in pruned.layers
+        if isinstance(layer, pruning.PruneLowMagnitude)
+    ]
     assert wrapped == ["fc2"]
 
 
 def test_layers_to_prune_by_callable():
     model, x, y = helpers.make_model("functional")
     pruned = pruning.prune_low_magnitude(
-        model, layers_to_prune=lambda layer: layer.name != "logits")
-    wrapped = sorted(layer.layer.name for layer in pruned.layers
-                     if isinstance(layer, pruning.PruneLowMagnitude))
+        model, layers_to_prune=lambda layer: layer.name != "logits"
+    )
+    wrapped = sorted(
+        layer.layer.name
+        for layer in pruned.layers
+        if isinstance(layer, pruning.PruneLowMagnitude)
+    )
     assert wrapped == ["fc1", "fc2"]
 
 
@@ -92,8 +109,9 @@ def test_prune_a_layer_and_a_list_of_layers():
     wrappers = pruning.prune_low_magnitude([built, keras.layers.Conv2D(2, 1)])
     assert [type(w.layer).__name__ for w in wrappers] == ["Dense", "Conv2D"]
     assert wrappers[0].layer is not built  # built layers are copied
-    np.testing.assert_array_equal(wrappers[0].layer.kernel.numpy(),
-                                  built.kernel.numpy())
+    np.testing.assert_array_equal(
+        wrappers[0].layer.kernel.numpy(), built.kernel.numpy()
+    )
 
 
 def test_unprunable_layer_named_explicitly_raises():

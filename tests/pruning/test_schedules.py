@@ -20,8 +20,9 @@ def test_constant_sparsity_stops_at_end_step():
 
 
 def test_polynomial_decay_matches_formula():
-    schedule = pruning.PolynomialDecay(0.1, 0.8, begin_step=100,
-                                       end_step=300, power=3, frequency=10)
+    schedule = pruning.PolynomialDecay(
+        0.1, 0.8, begin_step=100, end_step=300, power=3, frequency=10
+    )
     assert schedule.sparsity_at(100) == pytest.approx(0.1)
     for step in (120, 200, 277):
         p = (step - 100) / 200
@@ -85,8 +86,7 @@ def test_custom_schedule_subclass():
         (lambda: pruning.ConstantSparsity(-0.1, 0), "target_sparsity=-0.1"),
         (lambda: pruning.PolynomialDecay(0.0, 1.2, 0, 10), "final_sparsity"),
         (lambda: pruning.PolynomialDecay(0.0, 0.5, 20, 10), "end_step"),
-        (lambda: pruning.ConstantSparsity(0.5, 0, frequency=0),
-         "frequency=0"),
+        (lambda: pruning.ConstantSparsity(0.5, 0, frequency=0), "frequency=0"),
         (lambda: pruning.ConstantSparsity(0.5, -3), "begin_step=-3"),
         (lambda: pruning.PolynomialDecay(0.0, 0.5, 0, 10, power=0), "power"),
     ],

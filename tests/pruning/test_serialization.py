@@ -8,13 +8,21 @@ from keras_compress import pruning
 from keras_compress.pruning.schedules import number_to_prune
 from tests import helpers
 
-SCHEDULE = pruning.PolynomialDecay(0.0, 0.8, begin_step=0, end_step=14,
-                                   frequency=2)
+SCHEDULE = pruning.PolynomialDecay(
+    0.0, 0.8, begin_step=0, end_step=14, frequency=2
+)
 
 
 def _fit(model, x, y, epochs=1, callbacks=()):
-    model.fit(x, y, batch_size=8, epochs=epochs, shuffle=False, verbose=0,
-              callbacks=[pruning.UpdatePruningStep(), *callbacks])
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep(), *callbacks],
+    )
 
 
 @pytest.mark.parametrize("kind", sorted(helpers.MODEL_KINDS))
@@ -32,29 +40,38 @@ def test_save_load_resume_equals_uninterrupted_training(kind, tmp_path):
     first_half.save(path)
     resumed = keras.saving.load_model(path)  # no custom_objects
     assert type(resumed) is type(first_half)
-    np.testing.assert_allclose(resumed.predict(x, verbose=0),
-                               first_half.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        resumed.predict(x, verbose=0),
+        first_half.predict(x, verbose=0),
+        atol=1e-6,
+    )
     assert [int(p.step.numpy()) for p in pruning.get_pruners(resumed)] == (
-        [7] * len(pruning.get_pruners(straight)))
+        [7] * len(pruning.get_pruners(straight))
+    )
     _fit(resumed, x, y, epochs=1)
 
     assert [int(p.step.numpy()) for p in pruning.get_pruners(resumed)] == (
-        [int(p.step.numpy()) for p in pruning.get_pruners(straight)])
-    for a, b in zip(pruning.get_pruners(straight),
-                    pruning.get_pruners(resumed)):
+        [int(p.step.numpy()) for p in pruning.get_pruners(straight)]
+    )
+    for a, b in zip(
+        pruning.get_pruners(straight), pruning.get_pruners(resumed)
+    ):
         for mask_a, mask_b in zip(a.masks, b.masks):
             np.testing.assert_array_equal(mask_a.numpy(), mask_b.numpy())
-    np.testing.assert_allclose(resumed.predict(x, verbose=0),
-                               straight.predict(x, verbose=0), atol=1e-4)
+    np.testing.assert_allclose(
+        resumed.predict(x, verbose=0), straight.predict(x, verbose=0), atol=1e-4
+    )
 
 
 def test_mid_epoch_checkpoint_holds_sparse_weights(tmp_path):
     model, x, y = helpers.make_model("functional")
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.ConstantSparsity(0.7, 0, frequency=1))
+        model, pruning_schedule=pruning.ConstantSparsity(0.7, 0, frequency=1)
+    )
     helpers.compile_for_test(pruned)
     checkpoint = keras.callbacks.ModelCheckpoint(
-        str(tmp_path / "step.keras"), save_freq=5)
+        str(tmp_path / "step.keras"), save_freq=5
+    )
     _fit(pruned, x, y, callbacks=[checkpoint])
 
     # Read the raw kernels from the file, not through masks.
@@ -76,5 +93,6 @@ def test_stripped_model_round_trips_as_plain_keras(tmp_path):
     config = (tmp_path / "stripped.keras").read_bytes()
     assert b"PruneLowMagnitude" not in config
     restored = keras.saving.load_model(tmp_path / "stripped.keras")
-    np.testing.assert_allclose(restored.predict(x, verbose=0),
-                               pruned.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )

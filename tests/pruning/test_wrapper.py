@@ -24,7 +24,8 @@ def _single(layer, shape, dtype="float32"):
 LAYER_CASES = {
     "Dense": lambda: _single(L.Dense(8), (12,)),
     "EinsumDense": lambda: _single(
-        L.EinsumDense("ab,bc->ac", output_shape=8, bias_axes="c"), (12,)),
+        L.EinsumDense("ab,bc->ac", output_shape=8, bias_axes="c"), (12,)
+    ),
     "Conv1D": lambda: _single(L.Conv1D(8, 3), (10, 4)),
     "Conv2D": lambda: _single(L.Conv2D(8, 3), (8, 8, 4)),
     "Conv3D": lambda: _single(L.Conv3D(4, 2), (4, 4, 4, 2)),
@@ -61,8 +62,14 @@ def _inputs_for(model, n=32):
 def _fit_regression(model, x, epochs=1):
     target = np.zeros((len(x), *model.outputs[0].shape[1:]), "float32")
     model.compile(keras.optimizers.Adam(1e-2), "mse")
-    model.fit(x, target, batch_size=8, epochs=epochs, verbose=0,
-              callbacks=[pruning.UpdatePruningStep()])
+    model.fit(
+        x,
+        target,
+        batch_size=8,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep()],
+    )
 
 
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))
@@ -71,8 +78,11 @@ def test_every_layer_type_is_pruned_and_stays_pruned(case):
     x = _inputs_for(model)
     schedule = pruning.ConstantSparsity(0.5, begin_step=0, end_step=0)
     pruned = pruning.prune_low_magnitude(model, pruning_schedule=schedule)
-    wrappers = [layer for layer in pruned.layers
-                if isinstance(layer, pruning.PruneLowMagnitude)]
+    wrappers = [
+        layer
+        for layer in pruned.layers
+        if isinstance(layer, pruning.PruneLowMagnitude)
+    ]
     assert len(wrappers) == 1
     wrapper = wrappers[0]
     names = [w.name for w in wrapper.prunable_weights]
@@ -89,11 +99,13 @@ def test_every_layer_type_is_pruned_and_stays_pruned(case):
         assert np.count_nonzero(w[m == 1]) > 0.9 * m.sum()
 
     stripped = pruning.strip_pruning(pruned)
-    assert not any(isinstance(layer, pruning.PruneLowMagnitude)
-                   for layer in stripped.layers)
+    assert not any(
+        isinstance(layer, pruning.PruneLowMagnitude)
+        for layer in stripped.layers
+    )
     np.testing.assert_allclose(
-        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0),
-        atol=1e-6)
+        stripped.predict(x, verbose=0), pruned.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_wrapper_used_directly_in_a_functional_model():
@@ -123,7 +135,8 @@ def test_custom_layer_opts_in_with_get_prunable_weights():
 
     model = _single(Scale(name="scale"), (8,))
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0))
+        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0)
+    )
     _fit_regression(pruned, _inputs_for(model))
     wrapper = pruned.layers[1]
     assert (wrapper.layer.w.numpy() == 0).sum() == 24
@@ -131,11 +144,14 @@ def test_custom_layer_opts_in_with_get_prunable_weights():
 
 
 def test_sparsity_m_by_n_gives_2_of_4_in_every_group():
-    model = keras.Sequential([keras.Input((3, 3, 8)), L.Conv2D(4, 3),
-                              L.Flatten(), L.Dense(8)])
+    model = keras.Sequential(
+        [keras.Input((3, 3, 8)), L.Conv2D(4, 3), L.Flatten(), L.Dense(8)]
+    )
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0),
-        sparsity_m_by_n=(2, 4))
+        model,
+        pruning_schedule=pruning.ConstantSparsity(0.5, 0),
+        sparsity_m_by_n=(2, 4),
+    )
     _fit_regression(pruned, _inputs_for(model))
     for wrapper in pruned.layers:
         if not isinstance(wrapper, pruning.PruneLowMagnitude):
@@ -149,8 +165,10 @@ def test_sparsity_m_by_n_gives_2_of_4_in_every_group():
 def test_block_sparsity_prunes_blocks_of_a_dense_kernel():
     model = _single(L.Dense(8), (16,))
     pruned = pruning.prune_low_magnitude(
-        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0),
-        block_size=(4, 2))
+        model,
+        pruning_schedule=pruning.ConstantSparsity(0.5, 0),
+        block_size=(4, 2),
+    )
     _fit_regression(pruned, _inputs_for(model))
     kernel = pruned.layers[1].layer.kernel.numpy()
     blocks = (kernel != 0).reshape(4, 4, 4, 2).any(axis=(1, 3))
@@ -195,7 +213,9 @@ def test_wrapper_config_round_trip():
     wrapper = pruning.PruneLowMagnitude(
         L.Dense(4, name="d"),
         pruning_schedule=pruning.PolynomialDecay(0.1, 0.7, 0, 100),
-        block_size=(2, 1), block_pooling_type="MAX")
+        block_size=(2, 1),
+        block_pooling_type="MAX",
+    )
     restored = pruning.PruneLowMagnitude.from_config(wrapper.get_config())
     assert restored.get_config() == wrapper.get_config()
     assert isinstance(restored.pruning_schedule, pruning.PolynomialDecay)
