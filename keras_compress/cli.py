@@ -12,7 +12,7 @@ def _demo(args):
         args.max_train = args.max_train or 6000
         args.max_test = args.max_test or 2000
         args.epochs = min(args.epochs, 2)
-        args.finetune_epochs = min(args.finetune_epochs, 1)
+        args.finetune_epochs = min(args.finetune_epochs, 2)
         args.latency_runs = min(args.latency_runs, 100)
     rows = demo.run_demo(
         epochs=args.epochs,

@@ -156,6 +156,11 @@ def run_demo(
     steps_per_epoch = int(np.ceil(len(x_train) / 128))
     total_steps = steps_per_epoch * finetune_epochs
     calibration = x_train[:200]
+    # Sparsity ramps up over the first 70 % of the fine-tuning steps, in
+    # about ten increments: on a short run (--quick) a fixed frequency of 50
+    # would prune everything at once at the end, with no steps to recover.
+    end_step = max(1, int(0.7 * total_steps))
+    frequency = max(1, min(50, end_step // 10))
 
     def fine_tune_pruned(**prune_kwargs):
         pruned = pruning.prune_low_magnitude(baseline, **prune_kwargs)
@@ -179,13 +184,13 @@ def run_demo(
             0.0,
             sparsity,
             begin_step=0,
-            end_step=max(1, int(0.7 * total_steps)),
-            frequency=50,
+            end_step=end_step,
+            frequency=frequency,
         )
     )
     log("Pruning to 2:4 sparsity and fine-tuning...")
     two_four = fine_tune_pruned(
-        pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=50),
+        pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=frequency),
         sparsity_m_by_n=(2, 4),
         # The first conv has one input channel: 2:4 needs a multiple of 4.
         layers_to_prune=lambda layer: layer.name != baseline.layers[0].name,
@@ -204,6 +209,15 @@ def run_demo(
         ("pruned 2:4 (sparse)", two_four, {"sparse": True}),
         (
             f"pruned {sparsity:.0%} + int8",
+            magnitude,
+            {
+                "mode": "int8",
+                "representative_data": calibration,
+                "sparse": False,
+            },
+        ),
+        (
+            f"pruned {sparsity:.0%} + int8 (sparse)",
             magnitude,
             {
                 "mode": "int8",
