@@ -1,7 +1,26 @@
-"""The `keras-compress` command."""
+"""The `keras-compress` command.
+
+Sub-commands: `demo` (the end-to-end demo), `convert` (a `.keras` model to
+LiteRT or ONNX) and `verify` (a converted file against its Keras model).
+Errors in `convert` and `verify` are printed as one line on stderr with
+exit status 1; wrong arguments exit with status 2, as argparse does.
+"""
 
 import argparse
+import os
 import sys
+
+TFLITE_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+
+DATA_FORMAT = """\
+data files (.npz, written with numpy.savez):
+  x        inputs, batch first, shaped like the model's input
+           (e.g. float32 images of shape (N, 28, 28, 1))
+  x_0, x_1, ...  instead of x, for a model with several inputs
+  y        optional integer class labels, shape (N,) (one-hot (N, C) also
+           accepted); only `verify` uses them, for accuracies
+  example: numpy.savez("data.npz", x=x_test[:1000], y=y_test[:1000])
+"""
 
 
 def _demo(args):
@@ -33,10 +52,176 @@ def _demo(args):
     return 0
 
 
+class CommandError(Exception):
+    """A problem to report on stderr as one line, without a traceback."""
+
+
+def _load_model(path):
+    """Loads a `.keras` model; keras_compress's own layers are registered."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    import keras_compress  # noqa: F401  (registers serializable objects)
+
+    if not os.path.exists(path):
+        raise CommandError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:
+        raise CommandError(
+            f"cannot load the Keras model {path}: {_first_line(error)} "
+            "(expected a .keras file saved with model.save())"
+        ) from error
+
+
+def _load_data(path, argument):
+    """`(x, y)` from an .npz file; `x` is a list for several inputs."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise CommandError(f"{argument} file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as error:
+        raise CommandError(
+            f"cannot read {argument} file {path} as .npz: {_first_line(error)}"
+        ) from error
+    numbered = sorted(
+        (name for name in arrays if name.startswith("x_")),
+        key=lambda name: int(name[2:]) if name[2:].isdigit() else -1,
+    )
+    if "x" in arrays:
+        x = arrays["x"]
+    elif numbered:
+        x = [arrays[name] for name in numbered]
+    else:
+        raise CommandError(
+            f"{argument} file {path} has arrays {sorted(arrays)}, but no "
+            "'x' (or 'x_0', 'x_1', ...): save the inputs as x, e.g. "
+            "numpy.savez(path, x=x, y=y)"
+        )
+    return x, arrays.get("y")
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _convert(args):
+    if args.to == "onnx":
+        if args.mode not in (None, "float32"):
+            raise CommandError(
+                f"--mode {args.mode} is for --to tflite; an ONNX file is "
+                "float32, or float16 inside with --float16"
+            )
+        for flag, used in (
+            ("--calib", args.calib),
+            ("--int8-io", args.int8_io),
+            ("--sparse/--no-sparse", args.sparse is not None),
+            ("--allow-select-tf-ops", args.allow_select_tf_ops),
+        ):
+            if used:
+                raise CommandError(f"{flag} is for --to tflite, not onnx")
+    else:
+        for flag, used in (
+            ("--float16", args.float16),
+            ("--opset", args.opset is not None),
+            ("--fixed-batch", args.fixed_batch),
+        ):
+            if used:
+                hint = " (use --mode float16)" if flag == "--float16" else ""
+                raise CommandError(f"{flag} is for --to onnx{hint}")
+    output = args.output or (os.path.splitext(args.model)[0] + "." + args.to)
+    if os.path.abspath(output) == os.path.abspath(args.model):
+        raise CommandError(f"-o {output} would overwrite the model")
+    calibration = None
+    if args.calib is not None:
+        # A list of arrays (several inputs) is one calibration element.
+        calibration, _ = _load_data(args.calib, "--calib")
+    model = _load_model(args.model)
+
+    from keras_compress import convert
+
+    if args.to == "onnx":
+        content = convert.to_onnx(
+            model,
+            output,
+            opset=args.opset,
+            dynamic_batch=not args.fixed_batch,
+            float16=args.float16,
+        )
+        kind = "ONNX" + (" (float16 inside)" if args.float16 else "")
+    else:
+        mode = args.mode or "float32"
+        try:
+            content = convert.to_tflite(
+                model,
+                mode,
+                representative_data=calibration,
+                int8_io=args.int8_io,
+                sparse=args.sparse,
+                path=output,
+                allow_select_tf_ops=args.allow_select_tf_ops,
+                num_calibration_samples=args.num_calibration_samples,
+                verbose=0 if args.quiet else "auto",
+            )
+        except ValueError as error:
+            # Speak in the command's terms, not the Python API's.
+            raise CommandError(
+                str(error)
+                .replace("`representative_data`", "--calib DATA.npz")
+                .replace("`int8_io=True`", "--int8-io")
+            ) from error
+        kind = f"LiteRT {mode}" + (", int8 I/O" if args.int8_io else "")
+    raw, gzipped = convert.file_sizes(content)
+    if not args.quiet:
+        print(f"Wrote {output}: {kind}, {raw:,} bytes ({gzipped:,} gzipped)")
+    return 0
+
+
+def _verify(args):
+    x, y = _load_data(args.data, "--data")
+    if args.max_samples is not None:
+        keep = slice(0, args.max_samples)
+        x = [a[keep] for a in x] if isinstance(x, list) else x[keep]
+        y = None if y is None else y[keep]
+    if not os.path.exists(args.file):
+        raise CommandError(f"converted file not found: {args.file}")
+    model = _load_model(args.model)
+
+    from keras_compress import convert
+
+    report = convert.verify(
+        model,
+        args.file,
+        x,
+        y,
+        batch_size=args.batch_size,
+        latency_runs=args.latency_runs,
+        num_threads=args.num_threads,
+    )
+    if args.json:
+        import json
+
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print(report)
+    return 0
+
+
 def _positive_int(text):
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -54,10 +239,11 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-compress",
         description="Model optimization for Keras 3: prune, quantize, "
-        "convert to LiteRT and verify.",
+        "convert to LiteRT or ONNX and verify.",
     )
-    parser.add_argument("--version", action="version",
-                        version=f"keras-compress {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"keras-compress {__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -70,35 +256,237 @@ def build_parser():
         "variant to LiteRT, runs the files and prints accuracy, size and "
         "latency.",
     )
-    demo.add_argument("--epochs", type=_positive_int, default=3,
-                      help="baseline training epochs (default 3)")
-    demo.add_argument("--finetune-epochs", type=_positive_int, default=2,
-                      help="fine-tuning epochs per pruned variant (default 2)")
-    demo.add_argument("--max-train", type=_positive_int, default=None,
-                      help="use at most N training images")
-    demo.add_argument("--max-test", type=_positive_int, default=None,
-                      help="evaluate on at most N test images")
-    demo.add_argument("--sparsity", type=_sparsity, default=0.8,
-                      help="final sparsity of magnitude pruning (default 0.8)")
+    demo.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=3,
+        help="baseline training epochs (default 3)",
+    )
+    demo.add_argument(
+        "--finetune-epochs",
+        type=_positive_int,
+        default=2,
+        help="fine-tuning epochs per pruned variant (default 2)",
+    )
+    demo.add_argument(
+        "--max-train",
+        type=_positive_int,
+        default=None,
+        help="use at most N training images",
+    )
+    demo.add_argument(
+        "--max-test",
+        type=_positive_int,
+        default=None,
+        help="evaluate on at most N test images",
+    )
+    demo.add_argument(
+        "--sparsity",
+        type=_sparsity,
+        default=0.8,
+        help="final sparsity of magnitude pruning (default 0.8)",
+    )
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--latency-runs", type=_positive_int, default=300,
-                      help="single-image invocations timed per file")
-    demo.add_argument("--data-dir", default=None,
-                      help="folder with the Fashion-MNIST IDX .gz files")
-    demo.add_argument("-o", "--output", default=None,
-                      help="write the .tflite files and report.json here")
-    demo.add_argument("--quick", action="store_true",
-                      help="small subset and fewer epochs (about a minute)")
-    demo.add_argument("-q", "--quiet", action="store_true",
-                      help="print only the table")
+    demo.add_argument(
+        "--latency-runs",
+        type=_positive_int,
+        default=300,
+        help="single-image invocations timed per file",
+    )
+    demo.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the Fashion-MNIST IDX .gz files",
+    )
+    demo.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="write the .tflite files and report.json here",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="small subset and fewer epochs (about a minute)",
+    )
+    demo.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the table"
+    )
     demo.set_defaults(handler=_demo)
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert a .keras model to a LiteRT (.tflite) or ONNX file",
+        description="Converts a Keras model saved with model.save() to a "
+        "LiteRT flatbuffer or an ONNX model, written atomically.",
+        epilog=DATA_FORMAT
+        + """
+examples:
+  keras-compress convert model.keras --to tflite --mode dynamic -o m.tflite
+  keras-compress convert model.keras --to tflite --mode int8 \\
+      --calib calib.npz --int8-io -o model_int8.tflite
+  keras-compress convert model.keras --to onnx --float16 -o model.onnx
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    convert.add_argument("model", help="the .keras model file")
+    convert.add_argument(
+        "--to",
+        choices=("tflite", "onnx"),
+        default="tflite",
+        help="target format (default tflite)",
+    )
+    convert.add_argument(
+        "--mode",
+        choices=TFLITE_MODES,
+        default=None,
+        help="LiteRT mode (default float32): float16 weights, dynamic "
+        "(int8 weights), int8 (full integer, needs --calib unless the model "
+        "has fake-quant ranges), int16x8 (int16 activations, needs --calib)",
+    )
+    convert.add_argument(
+        "--calib",
+        metavar="DATA.npz",
+        help="calibration inputs for int8/int16x8 (array x; see below)",
+    )
+    convert.add_argument(
+        "--num-calibration-samples",
+        type=_positive_int,
+        default=200,
+        metavar="N",
+        help="calibration samples used (default 200)",
+    )
+    convert.add_argument(
+        "--int8-io",
+        action="store_true",
+        help="int8 input and output tensors (mode int8 only)",
+    )
+    convert.add_argument(
+        "--sparse",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store pruned weights in LiteRT's sparse format (default: "
+        "when the kernels are at least 50%% zeros)",
+    )
+    convert.add_argument(
+        "--allow-select-tf-ops",
+        action="store_true",
+        help="let ops without a LiteRT kernel run as TensorFlow ops "
+        "(the file then needs the Flex delegate)",
+    )
+    convert.add_argument(
+        "--float16",
+        action="store_true",
+        help="ONNX: float16 weights and activations, float32 I/O",
+    )
+    convert.add_argument(
+        "--opset",
+        type=_positive_int,
+        default=None,
+        help="ONNX opset (default 17)",
+    )
+    convert.add_argument(
+        "--fixed-batch",
+        action="store_true",
+        help="ONNX: fixed batch size instead of a dynamic one",
+    )
+    convert.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="output file (default: the model path with .tflite/.onnx)",
+    )
+    convert.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing on success",
+    )
+    convert.set_defaults(handler=_convert)
+
+    verify = commands.add_parser(
+        "verify",
+        help="run a converted file and compare it with its Keras model",
+        description="Runs a .tflite (LiteRT interpreter) or .onnx (ONNX "
+        "Runtime) file and the Keras model on the same inputs and prints "
+        "accuracy, agreement, output differences, size and latency.",
+        epilog=DATA_FORMAT
+        + """
+example:
+  keras-compress verify model.keras model.tflite --data test.npz
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("model", help="the .keras model file")
+    verify.add_argument("file", help="the converted .tflite or .onnx file")
+    verify.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA.npz",
+        help="inputs x and optional labels y (see below)",
+    )
+    verify.add_argument(
+        "--num-threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="interpreter / ONNX Runtime threads (default 1)",
+    )
+    verify.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=256,
+        metavar="N",
+        help="samples per run (default 256)",
+    )
+    verify.add_argument(
+        "--latency-runs",
+        type=_non_negative_int,
+        default=300,
+        metavar="N",
+        help="single-sample runs timed; 0 skips timing (default 300)",
+    )
+    verify.add_argument(
+        "--max-samples",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="use only the first N samples of the data",
+    )
+    verify.add_argument(
+        "--json",
+        action="store_true",
+        help="print the report as JSON instead of a table",
+    )
+    verify.set_defaults(handler=_verify)
     return parser
+
+
+# Errors a user can fix (bad file, bad option value, missing package, a
+# model the converter cannot express): one line on stderr, no traceback.
+_USER_ERRORS = (
+    CommandError,
+    ValueError,
+    TypeError,
+    ImportError,
+    RuntimeError,
+    OSError,
+)
 
 
 def main(argv=None):
     """Entry point of the `keras-compress` console script."""
     args = build_parser().parse_args(argv)
-    return args.handler(args)
+    if args.command == "demo":
+        return args.handler(args)
+    try:
+        return args.handler(args)
+    except _USER_ERRORS as error:
+        print(
+            f"keras-compress {args.command}: error: {_first_line(error)}",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

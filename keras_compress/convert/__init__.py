@@ -1,12 +1,16 @@
-"""Conversion to LiteRT/TFLite, and verification of the converted file.
+"""Conversion to LiteRT/TFLite and ONNX, and verification of the file.
 
 `to_tflite` turns any Keras 3 model (Sequential, Functional, subclassed)
-into a LiteRT flatbuffer in float32, float16, dynamic-range or full-integer
-(int8) form, storing pruned weights in LiteRT's sparse format when that
-pays. `run_tflite`, `measure_latency`, `file_sizes` and `op_details` run and
-inspect the file with the LiteRT interpreter (`pip install
-keras-compress[litert]`), and `verify` compares it with the Keras model:
-accuracy, agreement, largest output difference, size and latency.
+into a LiteRT flatbuffer in float32, float16, dynamic-range, full-integer
+(int8) or 16x8 form, storing pruned weights in LiteRT's sparse format when
+that pays. `to_onnx` writes an ONNX model (float32, or float16 inside with
+float32 I/O) for ONNX Runtime and its GPU providers (`pip install
+keras-compress[onnx]`). `run_tflite`, `measure_latency`, `file_sizes` and
+`op_details` run and inspect a LiteRT file with the LiteRT interpreter
+(`pip install keras-compress[litert]`); `run_onnx` and
+`measure_onnx_latency` do the same for ONNX files with ONNX Runtime. `verify`
+compares either kind of file with the Keras model: accuracy, agreement,
+output differences, size and latency.
 
 Example:
 
@@ -15,6 +19,8 @@ blob = keras_compress.convert.to_tflite(
     model, "int8", representative_data=x_train[:200], path="model.tflite"
 )
 print(keras_compress.convert.verify(model, blob, x_test, y_test))
+onnx_blob = keras_compress.convert.to_onnx(model, "model.onnx")
+print(keras_compress.convert.verify(model, onnx_blob, x_test, y_test))
 ```
 """
 
@@ -23,6 +29,9 @@ from keras_compress.convert.interpreter import file_sizes
 from keras_compress.convert.interpreter import measure_latency
 from keras_compress.convert.interpreter import op_details
 from keras_compress.convert.interpreter import run_tflite
+from keras_compress.convert.onnx import measure_onnx_latency
+from keras_compress.convert.onnx import run_onnx
+from keras_compress.convert.onnx import to_onnx
 from keras_compress.convert.tflite import kernel_sparsity
 from keras_compress.convert.tflite import to_tflite
 from keras_compress.convert.verify import VerificationReport
@@ -34,8 +43,11 @@ __all__ = [
     "file_sizes",
     "kernel_sparsity",
     "measure_latency",
+    "measure_onnx_latency",
     "op_details",
+    "run_onnx",
     "run_tflite",
+    "to_onnx",
     "to_tflite",
     "verify",
 ]

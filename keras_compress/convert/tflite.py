@@ -2,12 +2,20 @@
 
 import os
 import re
+import sys
 import tempfile
 import warnings
 
 import numpy as np
 
-MODES = ("float32", "float16", "dynamic", "int8")
+from keras_compress.convert import _errors
+from keras_compress.convert import _files
+from keras_compress.convert import _keras_quantized
+
+MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
+# Modes with integer activations, which need activation ranges.
+_INTEGER_MODES = ("int8", "int16x8")
+_INT16X8_OPS_SET = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
 
 # Prunable kernels at least this sparse are stored in LiteRT's sparse format
 # when `sparse=None`. Below about 50 % zeros the index arrays of the sparse
@@ -25,6 +33,7 @@ def to_tflite(
     path=None,
     allow_select_tf_ops=False,
     num_calibration_samples=200,
+    verbose="auto",
 ):
     """Converts a Keras model to a LiteRT (TFLite) flatbuffer.
 
@@ -38,13 +47,27 @@ def to_tflite(
     - `"float16"`: float16 weights, dequantized to float32 at load time.
     - `"dynamic"`: int8 weights, float activations (dynamic range).
     - `"int8"`: full integer kernels with activation ranges calibrated on
-      `representative_data`. Input and output stay float32 unless
-      `int8_io=True`.
+      `representative_data`, or taken from the fake-quant ops of a
+      quantization-aware-trained model. Input and output stay float32
+      unless `int8_io=True`.
+    - `"int16x8"`: int16 activations and int8 weights (LiteRT's
+      `EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`),
+      calibrated on `representative_data`: more accurate than `"int8"`
+      where 256 activation levels are too few, at some speed cost. Input
+      and output stay float32.
+
+    A model quantized with Keras's own `Model.quantize("int8")` is
+    converted from a float copy with its dequantized kernels. With
+    `mode="dynamic"`, `"int8"` or `"int16x8"` the file then holds exactly
+    the Keras model's int8 kernels; `"float32"`/`"float16"` store float
+    kernels and warn.
 
     Args:
         model: A built `keras.Model` (Sequential, Functional or subclassed).
-        mode: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
-        representative_data: Calibration inputs, required for `"int8"`. A
+        mode: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`,
+            `"int16x8"`.
+        representative_data: Calibration inputs, required for `"int16x8"`
+            and for `"int8"` unless the model has fake-quant ranges. A
             NumPy array of samples (batch first), a tuple `(x,)` or
             `(x, y)`, a `tf.data.Dataset` (batched or not, elements `x` or
             `(x, y)`) or a callable returning an iterable of arrays. For a
@@ -65,6 +88,8 @@ def to_tflite(
             as TensorFlow ops (`SELECT_TF_OPS`). The file then needs the
             Flex delegate at run time, so this is off by default.
         num_calibration_samples: Most calibration samples to use.
+        verbose: Calibration progress bar: `1` shows it, `0` hides it,
+            `"auto"` shows it when standard output is a terminal.
 
     Returns:
         The flatbuffer as `bytes`.
@@ -94,24 +119,10 @@ def to_tflite(
         )
     # Fail before any conversion work on a path that cannot be written.
     if path is not None:
-        path = os.fspath(path)
-        if os.path.isdir(path):
-            raise ValueError(
-                f"`path`={path!r} is a folder; give a file path such as "
-                f"{os.path.join(path, 'model.tflite')!r}."
-            )
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(
-                f"The folder of `path`={path!r} does not exist: {folder!r}. "
-                "Create it first."
-            )
-    if mode == "int8" and representative_data is None:
-        # Hook for quantization-aware training: a model that carries its own
-        # fake-quant ranges will not need calibration data. Until that check
-        # exists, refuse rather than silently return a float model.
+        path = _files.check_output_path(path, "model.tflite")
+    if mode == "int16x8" and representative_data is None:
         raise ValueError(
-            "`mode='int8'` needs calibration data: pass "
+            "`mode='int16x8'` needs calibration data: pass "
             "`representative_data` (e.g. a few hundred training inputs) so "
             "that the converter can measure activation ranges."
         )
@@ -121,20 +132,26 @@ def to_tflite(
             f"{num_calibration_samples}."
         )
 
+    calibrate = mode in _INTEGER_MODES and representative_data is not None
     input_specs = _keras_input_specs(model)
     samples = None
-    if mode == "int8" and input_specs is not None:
+    if calibrate and input_specs is not None:
         # Check the calibration data before the (slower) export.
         samples = _calibration_samples(
             representative_data, input_specs, num_calibration_samples
         )
+    source = model
+    if _keras_quantized.quantized_layers(model):
+        model = _dequantized(model, mode)
     if sparse is None:
         sparse = kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
 
     with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
         saved_model_dir = os.path.join(tmp, "saved_model")
         model.export(saved_model_dir, format="tf_saved_model", verbose=False)
-        if mode == "int8" and samples is None:
+        if mode == "int8" and not calibrate:
+            _check_fake_quant_ranges(saved_model_dir)
+        if calibrate and samples is None:
             # Subclassed models have no `model.inputs`: read the input
             # shapes from the exported signature instead.
             input_specs = _saved_model_input_specs(saved_model_dir)
@@ -143,18 +160,22 @@ def to_tflite(
             )
 
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
-        _configure(converter, mode, sparse, int8_io, allow_select_tf_ops)
+        _configure(
+            converter, mode, sparse, int8_io, allow_select_tf_ops, calibrate
+        )
         if samples is not None:
-            converter.representative_dataset = lambda: iter(samples)
+            converter.representative_dataset = _with_progress(samples, verbose)
         try:
             content = converter.convert()
         except Exception as error:
-            raise _conversion_error(error, mode, allow_select_tf_ops) from error
+            raise _conversion_error(
+                error, mode, allow_select_tf_ops, source
+            ) from error
 
     if mode == "dynamic":
         _warn_if_nothing_quantized(content)
     if path is not None:
-        _write_atomically(path, content)
+        _files.write_atomically(path, content)
     return content
 
 
@@ -182,7 +203,9 @@ def kernel_sparsity(model):
     return zeros / total if total else 0.0
 
 
-def _configure(converter, mode, sparse, int8_io, allow_select_tf_ops):
+def _configure(
+    converter, mode, sparse, int8_io, allow_select_tf_ops, calibrate=True
+):
     import tensorflow as tf
 
     optimizations = []
@@ -195,10 +218,14 @@ def _configure(converter, mode, sparse, int8_io, allow_select_tf_ops):
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     converter.optimizations = optimizations
 
-    if mode == "int8":
+    if mode == "int8" and calibrate:
         # Integer kernels only: an op without one fails loudly instead of
         # quietly staying float in a file the user believes is integer.
+        # (The converter refuses this ops set without calibration data, so
+        # a fake-quant model uses the builtin set and its own ranges.)
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif mode == "int16x8":
+        ops = [getattr(tf.lite.OpsSet, _INT16X8_OPS_SET)]
     else:
         ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if allow_select_tf_ops:
@@ -210,6 +237,65 @@ def _configure(converter, mode, sparse, int8_io, allow_select_tf_ops):
     if int8_io:
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
+
+
+def _dequantized(model, mode):
+    """A float copy of a model quantized with Keras's `quantize("int8")`."""
+    _keras_quantized.check_supported(model)
+    if mode in ("float32", "float16"):
+        warnings.warn(
+            f"Model '{model.name}' was quantized with Keras's "
+            f"`quantize('int8')`, but `mode={mode!r}` stores its kernels "
+            "dequantized to float. Use `mode='dynamic'` to keep Keras's "
+            "int8 kernels in the file.",
+            stacklevel=3,
+        )
+    return _keras_quantized.dequantized_copy(model)
+
+
+def _check_fake_quant_ranges(saved_model_dir):
+    """Raises unless the exported graph has fake-quant ops with ranges.
+
+    A quantization-aware-trained model carries its activation ranges in
+    `FakeQuantWithMinMax*` ops, so the converter needs no calibration data
+    for it. Any other model would come back with float activations.
+    """
+    import tensorflow as tf
+
+    graph_def = (
+        tf.saved_model.load(saved_model_dir)
+        .signatures["serving_default"]
+        .graph.as_graph_def()
+    )
+    nodes = list(graph_def.node)
+    for function in graph_def.library.function:
+        nodes.extend(function.node_def)
+    if not any(node.op.startswith("FakeQuantWithMinMax") for node in nodes):
+        raise ValueError(
+            "`mode='int8'` needs activation ranges and this model has no "
+            "fake-quant ops to take them from: pass `representative_data` "
+            "(e.g. a few hundred training inputs) for calibration, or "
+            "train the model with quantization-aware training first."
+        )
+
+
+def _with_progress(samples, verbose):
+    """The converter's `representative_dataset`, with a progress bar."""
+    import keras
+
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 0
+
+    def dataset():
+        if verbose:
+            print("Calibrating activation ranges")
+        progress = keras.utils.Progbar(len(samples), unit_name="sample")
+        for i, sample in enumerate(samples, start=1):
+            yield sample
+            if verbose:
+                progress.update(i)
+
+    return dataset
 
 
 def _keras_input_specs(model):
@@ -242,6 +328,7 @@ def _calibration_samples(data, input_specs, limit):
     samples = []
     for element in _iterate(data):
         arrays = _split_inputs(element, num_inputs)
+        _check_dtypes(arrays, input_specs)
         batched = _is_batched(arrays[0], input_specs)
         count = len(arrays[0]) if batched else 1
         for i in range(count):
@@ -312,6 +399,25 @@ def _cast(sample, input_specs):
     ]
 
 
+def _check_dtypes(arrays, input_specs):
+    for i, (array, (shape, dtype)) in enumerate(zip(arrays, input_specs)):
+        integer_input = "int" in dtype or dtype == "bool"
+        # Numbers only; floats for an integer input (token ids, say) only
+        # when they hold whole numbers, so that the cast loses nothing.
+        fits = array.dtype.kind in "biu" or (
+            array.dtype.kind == "f"
+            and (not integer_input or np.all(np.mod(array, 1) == 0))
+        )
+        if not fits:
+            where = f" for input {i}" if len(input_specs) > 1 else ""
+            raise ValueError(
+                f"`representative_data` has dtype {array.dtype} and "
+                f"shape {array.shape}{where}, but the model expects "
+                f"{dtype} inputs of shape {tuple(shape)} (None = any "
+                "size). Pass numeric arrays shaped like the model's inputs."
+            )
+
+
 def _check_sample_shapes(sample, input_specs):
     if len(sample) != len(input_specs):
         raise ValueError(
@@ -335,9 +441,12 @@ def _check_sample_shapes(sample, input_specs):
 
 _OP_PATTERN = re.compile(r"'((?:tf|tfl)\.\w+)' op")
 _CUSTOM_OPS_PATTERN = re.compile(r"(?:Custom|Flex) ops: ([\w, ]+)")
+# The converter locates an op by its TensorFlow name, e.g.
+# fused["BesselI1e:", "functional_1/my_layer_1/BesselI1e@__inference_..."].
+_LOCATION_PATTERN = re.compile(r'fused\["(\w+):", "([^"@]+)@')
 
 
-def _conversion_error(error, mode, allow_select_tf_ops):
+def _conversion_error(error, mode, allow_select_tf_ops, model=None):
     message = str(error)
     ops = list(dict.fromkeys(_OP_PATTERN.findall(message)))
     for match in _CUSTOM_OPS_PATTERN.findall(message):
@@ -345,6 +454,19 @@ def _conversion_error(error, mode, allow_select_tf_ops):
             name = name.strip()
             if name and not any(op.endswith("." + name) for op in ops):
                 ops.append(name)
+    if model is not None:
+        # Name the layer of each failing op, from the op's location.
+        layers = {}
+        for op_type, op_path in _LOCATION_PATTERN.findall(message):
+            layer = _errors.layer_for_op(model, op_path)
+            if layer:
+                layers.setdefault(op_type, layer)
+        ops = [
+            f"{op} (layer {layers[op.split('.')[-1]]})"
+            if op.split(".")[-1] in layers
+            else op
+            for op in ops
+        ]
     named = f" at op(s) {', '.join(ops)}" if ops else ""
     hints = []
     if not allow_select_tf_ops:
@@ -352,7 +474,7 @@ def _conversion_error(error, mode, allow_select_tf_ops):
             "pass `allow_select_tf_ops=True` to run unsupported ops as "
             "TensorFlow ops (needs the Flex delegate at run time)"
         )
-    if mode == "int8":
+    if mode in _INTEGER_MODES:
         hints.append("try `mode='dynamic'` if an op has no integer kernel")
     if mode != "float32":
         hints.append("try `mode='float32'`")
@@ -384,21 +506,3 @@ def _warn_if_nothing_quantized(content):
             "model has none. The file is a float32 file.",
             stacklevel=3,
         )
-
-
-def _write_atomically(path, content):
-    folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        # A reader sees the old file or the whole new one, never a part.
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise

@@ -4,12 +4,13 @@ import dataclasses
 
 import numpy as np
 
+from keras_compress.convert import _files
 from keras_compress.convert import interpreter
 
 
 @dataclasses.dataclass(frozen=True)
 class VerificationReport:
-    """How a converted LiteRT file compares with its Keras model.
+    """How a converted LiteRT or ONNX file compares with its Keras model.
 
     Attributes:
         keras_accuracy: Accuracy of the Keras model on the labels, or
@@ -19,21 +20,32 @@ class VerificationReport:
             equals the Keras model's.
         max_abs_diff: Largest absolute difference between the Keras outputs
             and the file's (dequantized) outputs.
+        mean_abs_diff: Mean absolute difference over all output values.
         bytes: Size of the file.
         gzip_bytes: Size of the file after gzip level 9.
         latency_s: Median single-sample latency in seconds, or `None` when
             latency was not measured.
         num_samples: Number of samples compared.
+        file_format: `"tflite"` or `"onnx"`.
+        num_threads: Threads of the interpreter or ONNX Runtime session
+            that ran the file and timed it.
     """
 
     keras_accuracy: float | None
     file_accuracy: float | None
     agreement: float
     max_abs_diff: float
+    mean_abs_diff: float
     bytes: int
     gzip_bytes: int
     latency_s: float | None
     num_samples: int
+    file_format: str
+    num_threads: int | None
+
+    def as_dict(self):
+        """The report as a plain `dict` (e.g. for `json.dump`)."""
+        return dataclasses.asdict(self)
 
     def __str__(self):
         def percent(value):
@@ -44,16 +56,24 @@ class VerificationReport:
             if self.latency_s is None
             else f"{self.latency_s * 1e3:.3f} ms"
         )
+        threads = (
+            ""
+            if self.num_threads is None
+            else (f", {self.num_threads} thread{'s' * (self.num_threads != 1)}")
+        )
+        runtime = "LiteRT" if self.file_format == "tflite" else "ONNX Runtime"
         return "\n".join(
             [
-                f"Verification on {self.num_samples} samples",
+                f"Verification on {self.num_samples} samples "
+                f"({self.file_format} file, run with {runtime})",
                 f"  accuracy     keras {percent(self.keras_accuracy)}, "
                 f"file {percent(self.file_accuracy)}",
                 f"  agreement    {percent(self.agreement)} (same class)",
                 f"  max |diff|   {self.max_abs_diff:.3g}",
+                f"  mean |diff|  {self.mean_abs_diff:.3g}",
                 f"  size         {self.bytes:,} bytes "
                 f"({self.gzip_bytes:,} gzipped)",
-                f"  latency      {latency} (median, batch 1)",
+                f"  latency      {latency} (median, batch 1{threads})",
             ]
         )
 
@@ -67,22 +87,30 @@ def verify(
     batch_size=256,
     latency_runs=300,
     num_threads=1,
+    providers=None,
 ):
     """Runs a converted file and compares it with its Keras model.
 
-    Both models predict `x`; the report gives the largest output
+    Both models predict `x`; the report gives the largest and mean output
     difference, how often they predict the same class, their accuracies on
-    `y`, the file size and its single-sample latency.
+    `y`, the file size and its single-sample latency. The file may be a
+    LiteRT flatbuffer (run with the LiteRT interpreter) or an ONNX model
+    (run with ONNX Runtime); the format is read from its content.
 
     Args:
         keras_model: The Keras model the file was converted from (a
             single-output model).
-        model_content: The flatbuffer bytes or a path to a `.tflite` file.
+        model_content: The file's bytes or a path to a `.tflite` or
+            `.onnx` file.
         x: Inputs, batch first (a list of arrays for several inputs).
         y: Optional integer class labels (one-hot labels are accepted).
         batch_size: Batch size for both models.
         latency_runs: Timed single-sample runs; 0 skips the measurement.
-        num_threads: LiteRT interpreter threads.
+        num_threads: Threads of the LiteRT interpreter or of ONNX
+            Runtime (intra-op), for the outputs and the latency. `None`
+            uses the runtime's default.
+        providers: ONNX Runtime execution providers (ignored for LiteRT
+            files); `None` uses every available one.
 
     Returns:
         A `VerificationReport`.
@@ -94,16 +122,46 @@ def verify(
     print(keras_compress.convert.verify(model, blob, x_test, y_test))
     ```
     """
-    content = interpreter._read(model_content)
+    content = _files.read_model_bytes(model_content)
+    file_format = _files.detect_format(content)
+    if file_format == _files.ONNX:
+        from keras_compress.convert import onnx
+
+        def run(data, size):
+            return onnx.run_onnx(
+                content, data, size, num_threads, providers=providers
+            )
+
+        def time_one(sample, runs):
+            return onnx.measure_onnx_latency(
+                content,
+                sample,
+                num_runs=runs,
+                num_warmup=min(30, runs),
+                num_threads=num_threads,
+                providers=providers,
+            )
+    else:
+
+        def run(data, size):
+            return interpreter.run_tflite(content, data, size, num_threads)
+
+        def time_one(sample, runs):
+            return interpreter.measure_latency(
+                content,
+                sample,
+                num_runs=runs,
+                num_warmup=min(30, runs),
+                num_threads=num_threads,
+            )
+
     keras_out = keras_model.predict(x, batch_size=batch_size, verbose=0)
-    file_out = interpreter.run_tflite(
-        content, x, batch_size=batch_size, num_threads=num_threads
-    )
+    file_out = run(x, batch_size)
     if isinstance(keras_out, (list, tuple, dict)) or isinstance(file_out, list):
         raise ValueError(
             "`verify` compares single-output models; this model or file "
             "has several outputs. Compare them one by one with "
-            "`run_tflite`."
+            "`run_tflite` or `run_onnx`."
         )
     keras_out = np.asarray(keras_out, np.float32)
     file_out = np.asarray(file_out, np.float32)
@@ -126,24 +184,20 @@ def verify(
     latency = None
     if latency_runs:
         sample = [a[:1] for a in x] if isinstance(x, (list, tuple)) else x[:1]
-        latency = interpreter.measure_latency(
-            content,
-            sample,
-            num_runs=latency_runs,
-            num_warmup=min(30, latency_runs),
-            num_threads=num_threads,
-        )
+        latency = time_one(sample, latency_runs)
+    diff = np.abs(keras_out - file_out)
     return VerificationReport(
         keras_accuracy=keras_accuracy,
         file_accuracy=file_accuracy,
         agreement=float(np.mean(keras_pred == file_pred)),
-        max_abs_diff=float(np.max(np.abs(keras_out - file_out)))
-        if keras_out.size
-        else 0.0,
+        max_abs_diff=float(np.max(diff)) if diff.size else 0.0,
+        mean_abs_diff=float(np.mean(diff)) if diff.size else 0.0,
         bytes=raw,
         gzip_bytes=gzipped,
         latency_s=latency,
         num_samples=len(keras_pred),
+        file_format=file_format,
+        num_threads=num_threads,
     )
 
 

@@ -109,3 +109,47 @@ def trained_model(request, toy_train):
     """Each kind of model, trained briefly on the toy problem."""
     keras.utils.set_random_seed(0)
     return request.param, trained(BUILDERS[request.param](), *toy_train)
+
+
+class FakeQuantDense(keras.layers.Layer):
+    """A Dense layer with fixed fake-quant ranges, as QAT leaves them.
+
+    Input, kernel and output go through `fake_quant_with_min_max_vars`, so
+    the exported graph carries every range the converter needs for int8.
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], self.units), initializer="glorot_uniform"
+        )
+
+    def call(self, inputs):
+        fake_quant = keras.quantizers.fake_quant_with_min_max_vars
+        x = fake_quant(inputs, -4.0, 4.0, num_bits=8)
+        kernel = fake_quant(self.kernel, -1.0, 1.0, narrow_range=True)
+        return fake_quant(keras.ops.matmul(x, kernel), -8.0, 8.0)
+
+
+def fake_quant_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((16,)), FakeQuantDense(32), FakeQuantDense(4)]
+    )
+
+
+def keras_quantized(model):
+    """An int8 copy of `model` made with Keras's own `Model.quantize`."""
+    import warnings
+
+    from keras_compress import rewrite
+
+    copy = rewrite.copy_layer(model)
+    with warnings.catch_warnings():
+        # Keras warns once per layer that it cannot quantize (Conv2D, ...).
+        warnings.simplefilter("ignore", UserWarning)
+        copy.quantize("int8")
+    return copy

@@ -2,6 +2,7 @@
 
 import os
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -14,6 +15,8 @@ from keras_compress.convert import op_details
 from keras_compress.convert import run_tflite
 from keras_compress.convert import to_tflite
 from tests.convert.conftest import INPUT_SHAPE
+from tests.convert.conftest import fake_quant_model
+from tests.convert.conftest import keras_quantized
 from tests.convert.conftest import subclassed_model
 
 # Float16 weights carry an 11-bit mantissa (relative error <= 2**-11 ~ 5e-4
@@ -28,6 +31,10 @@ DYNAMIC_RTOL = 3e-2
 # at every layer, and outputs beyond the calibrated range are clipped;
 # observed <= 2 % of the output range on these models.
 INT8_RTOL = 5e-2
+# int16x8: activations on a 65535-level grid, so nearly all the error is
+# that of the int8 weights, as in dynamic range (observed <= 0.5 % of the
+# output range); the same 3 % bound.
+INT16X8_RTOL = 3e-2
 
 MODES = [
     ("float32", False),
@@ -35,6 +42,7 @@ MODES = [
     ("dynamic", False),
     ("int8", False),
     ("int8", True),
+    ("int16x8", False),
 ]
 
 
@@ -52,8 +60,9 @@ def converted(request, trained_model, toy_train, toy_test):
     content = to_tflite(
         model,
         mode,
-        representative_data=x_train[:100] if mode == "int8" else None,
+        representative_data=x_train[:100] if mode.startswith("int") else None,
         int8_io=int8_io,
+        verbose=0,
     )
     expected = model.predict(x_test, verbose=0)
     return kind, mode, int8_io, expected, run_tflite(content, x_test), content
@@ -73,6 +82,7 @@ def test_file_matches_keras(converted):
             "float16": FLOAT16_RTOL,
             "dynamic": DYNAMIC_RTOL,
             "int8": INT8_RTOL,
+            "int16x8": INT16X8_RTOL,
         }[mode]
         assert diff < rtol * output_range, (kind, diff, output_range)
     # The toy problem is separable and the models learned it, so the
@@ -112,6 +122,22 @@ def _check_kernel_dtypes(kind, mode, int8_io, content):
             for op in ops
             if op.op_name in ("CONV_2D", "FULLY_CONNECTED")
         )
+    elif mode == "int16x8":
+        # int16 activations in and out of every kernel, int8 weights, and
+        # float32 at the file's edges.
+        integer_kernels = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+        for op in ops:
+            if op.op_name in integer_kernels:
+                assert op.input_dtypes[:2] == ("int16", "int8"), (kind, op)
+                assert op.output_dtypes == ("int16",), (kind, op)
+        assert not any(
+            "float32" in op.input_dtypes + op.output_dtypes
+            for op in ops
+            if op.op_name not in ("QUANTIZE", "DEQUANTIZE")
+        )
+        interpreter = Interpreter(model_content=content)
+        assert interpreter.get_input_details()[0]["dtype"] == np.float32
+        assert interpreter.get_output_details()[0]["dtype"] == np.float32
     else:
         integer_kernels = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
         for op in ops:
@@ -261,7 +287,9 @@ def test_subclassed_calibration_shape_is_checked():
 
 
 def test_unknown_mode_lists_modes():
-    with pytest.raises(ValueError, match="float32, float16, dynamic, int8"):
+    with pytest.raises(
+        ValueError, match="float32, float16, dynamic, int8, int16x8"
+    ):
         to_tflite(_tiny_dense_model(), "int4")
 
 
@@ -346,3 +374,137 @@ def test_dynamic_warns_when_nothing_is_quantized():
     # Every weight has fewer than 1024 values, which the converter skips.
     with pytest.warns(UserWarning, match="1024"):
         to_tflite(_tiny_dense_model(), "dynamic")
+
+
+def test_int16x8_without_data_asks_for_representative_data():
+    with pytest.raises(ValueError, match="int16x8.*representative_data"):
+        to_tflite(_tiny_dense_model(), "int16x8")
+
+
+def test_int8_without_data_uses_fake_quant_ranges():
+    # A model with fake-quant ops (as quantization-aware training leaves
+    # it) needs no calibration data for full-integer kernels.
+    model = fake_quant_model()
+    content = to_tflite(model, "int8")
+    kernels = [
+        op for op in op_details(content) if op.op_name == "FULLY_CONNECTED"
+    ]
+    assert len(kernels) == 2
+    for op in kernels:
+        assert op.input_dtypes[:2] == ("int8", "int8"), op
+        assert op.output_dtypes == ("int8",), op
+    x = np.random.default_rng(0).normal(size=(20, 16)).astype("float32")
+    diff = np.abs(run_tflite(content, x) - model.predict(x, verbose=0))
+    # Same 8-bit grids as the fake-quant ops; LiteRT requantizes with
+    # integer multipliers, so a few outputs land a step or two (16 / 255)
+    # away.
+    assert np.max(diff) <= 3 * 16 / 255 + 1e-6
+
+
+@pytest.fixture(scope="module")
+def keras_quantized_files(trained_model, toy_train):
+    """A model after Keras's `quantize("int8")` and its dynamic file."""
+    kind, model = trained_model
+    quantized = keras_quantized(model)
+    return kind, quantized, to_tflite(quantized, "dynamic")
+
+
+def _int8_constants(content):
+    """The rank-2 int8 constant tensors (kernels) of a LiteRT file."""
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    values = []
+    for detail in interpreter.get_tensor_details():
+        if detail["dtype"] == np.int8 and len(detail["shape"]) == 2:
+            try:
+                values.append(interpreter.get_tensor(detail["index"]))
+            except ValueError:
+                pass  # an activation, not a constant
+    return values
+
+
+def test_keras_quantized_model_converts_with_its_int8_kernels(
+    keras_quantized_files, toy_test
+):
+    kind, quantized, content = keras_quantized_files
+    x, _ = toy_test
+    # LiteRT quantizes the dequantized kernels again, per output channel,
+    # and gets Keras's own integers back. (The converter leaves weights
+    # under 1024 values, here the last Dense, in float32.)
+    big_kernels = [
+        keras.ops.convert_to_numpy(v)
+        for v in quantized.weights
+        if v.dtype == "int8" and np.prod(v.shape) >= 1024
+    ]
+    assert big_kernels, kind
+    constants = _int8_constants(content)
+    for kernel in big_kernels:
+        assert any(np.array_equal(kernel.T, c) for c in constants), kind
+    # Keras quantizes activations per sample to [-127, 127] (abs-max);
+    # LiteRT's dynamic-range kernels per sample too, but asymmetrically, to
+    # [-128, 127]. Both round each activation by at most half a step of
+    # 1/254 of its range, so the outputs differ like two dynamic-range
+    # files: observed <= 1.5 % of the output range, bound 3 %.
+    expected = quantized.predict(x, verbose=0)
+    actual = run_tflite(content, x)
+    assert np.max(np.abs(actual - expected)) < DYNAMIC_RTOL * np.ptp(expected)
+    assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.97
+
+
+def test_keras_quantized_model_to_float_file_warns():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((40,)), keras.layers.Dense(40)])
+    quantized = keras_quantized(model)
+    with pytest.warns(UserWarning, match="mode='dynamic'"):
+        content = to_tflite(quantized, "float32")
+    assert _weight_dtypes(content, {"FULLY_CONNECTED"}) == {"float32"}
+    # The float kernel is Keras's dequantized one: outputs match the float
+    # model up to the int8 rounding of the weights (and Keras's activation
+    # quantization), never worse than dynamic range.
+    x = np.random.default_rng(0).random((8, 40), dtype="float32")
+    expected = quantized.predict(x, verbose=0)
+    diff = np.max(np.abs(run_tflite(content, x) - expected))
+    assert diff < DYNAMIC_RTOL * np.ptp(expected)
+
+
+def test_keras_int4_model_is_refused_with_a_fix():
+    model = _tiny_dense_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model.quantize("int4")
+    with pytest.raises(ValueError, match=r"quantize\('int4'\).*'int8'"):
+        to_tflite(model, "dynamic")
+
+
+def test_non_numeric_calibration_data_names_dtype_and_shape():
+    data = np.array([["a"] * 8] * 4)
+    with pytest.raises(ValueError) as info:
+        to_tflite(_tiny_dense_model(), "int8", representative_data=data)
+    message = str(info.value)
+    assert "<U1" in message and "(4, 8)" in message
+    assert "float32" in message and "(None, 8)" in message
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_calibration_progress_bar(verbose, capsys):
+    x = np.random.default_rng(0).random((30, 8), dtype="float32")
+    to_tflite(
+        _tiny_dense_model(),
+        "int8",
+        representative_data=x,
+        num_calibration_samples=25,
+        verbose=verbose,
+    )
+    out = capsys.readouterr().out
+    if verbose:
+        assert "Calibrating" in out and "25/25" in out
+    else:
+        assert "Calibrating" not in out and "25/25" not in out
+
+
+def test_unsupported_op_error_names_the_layer():
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(4)(inputs)
+    outputs = keras.layers.Lambda(tf.math.bessel_i1e, name="bessel")(x)
+    with pytest.raises(RuntimeError, match=r"BesselI1e \(layer 'bessel'"):
+        to_tflite(keras.Model(inputs, outputs))

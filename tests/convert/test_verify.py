@@ -1,6 +1,7 @@
 """Tests of `verify` and the interpreter helpers it is built on."""
 
 import gzip
+import json
 
 import keras
 import numpy as np
@@ -9,7 +10,9 @@ import pytest
 from keras_compress.convert import VerificationReport
 from keras_compress.convert import file_sizes
 from keras_compress.convert import measure_latency
+from keras_compress.convert import measure_onnx_latency
 from keras_compress.convert import run_tflite
+from keras_compress.convert import to_onnx
 from keras_compress.convert import to_tflite
 from keras_compress.convert import verify
 from tests.convert.conftest import functional_model
@@ -103,3 +106,64 @@ def test_file_sizes_and_latency(model_and_files):
     assert raw == len(float32_file)
     assert 0 < gzipped < raw
     assert measure_latency(float32_file, num_runs=5, num_warmup=1) > 0
+
+
+@pytest.fixture(scope="module")
+def onnx_file(model_and_files):
+    model, _, _ = model_and_files
+    return to_onnx(model)
+
+
+def test_onnx_report(model_and_files, onnx_file, toy_test, tmp_path):
+    model, _, _ = model_and_files
+    x, y = toy_test
+    path = tmp_path / "model.onnx"
+    path.write_bytes(onnx_file)
+    report = verify(model, str(path), x, y, latency_runs=20, num_threads=2)
+    assert report.file_format == "onnx"
+    assert report.num_threads == 2
+    assert report.agreement == 1.0
+    assert report.file_accuracy == report.keras_accuracy > 0.9
+    assert report.max_abs_diff < 1e-5
+    assert 0 <= report.mean_abs_diff <= report.max_abs_diff
+    assert report.bytes == len(onnx_file)
+    assert 0 < report.latency_s < 0.1
+    text = str(report)
+    assert "onnx file" in text and "ONNX Runtime" in text
+    assert "2 threads" in text and "mean |diff|" in text
+
+
+def test_as_dict_has_every_field(model_and_files, toy_test):
+    model, float32_file, _ = model_and_files
+    x, y = toy_test
+    report = verify(model, float32_file, x, y, latency_runs=0)
+    data = report.as_dict()
+    assert data["file_format"] == "tflite"
+    assert data["max_abs_diff"] == report.max_abs_diff
+    assert set(data) == {
+        "keras_accuracy",
+        "file_accuracy",
+        "agreement",
+        "max_abs_diff",
+        "mean_abs_diff",
+        "bytes",
+        "gzip_bytes",
+        "latency_s",
+        "num_samples",
+        "file_format",
+        "num_threads",
+    }
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_unknown_file_format(model_and_files, toy_test):
+    model, _, _ = model_and_files
+    x, _ = toy_test
+    with pytest.raises(ValueError, match="neither a LiteRT.*nor an ONNX"):
+        verify(model, b"\x00" * 64, x, latency_runs=0)
+    with pytest.raises(TypeError, match="bytes of a converted file"):
+        verify(model, 12, x, latency_runs=0)
+
+
+def test_onnx_latency(onnx_file):
+    assert measure_onnx_latency(onnx_file, num_runs=5, num_warmup=1) > 0

@@ -1,0 +1,440 @@
+"""Conversion of a Keras 3 model to ONNX, and running ONNX files.
+
+Why not `model.export(format="onnx")`: Keras 3's exporter ends in the same
+`tf2onnx.convert.from_function` call, but it only writes to a path (we
+return the bytes and write atomically), always makes the batch dynamic,
+names outputs after TensorFlow's `Identity` ops, and monkey-patches tf2onnx
+process-wide on first use. Tracing our own `tf.function` keeps the
+conversion in memory and lets us check the result before writing it.
+`tf2onnx.convert.from_keras` fails on Keras 3 models (KeyError
+'keras_tensor_...'), so it is not an option.
+"""
+
+import contextlib
+import logging
+import re
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from keras_compress.convert import _errors
+from keras_compress.convert import _files
+
+DEFAULT_OPSET = 17
+# tf2onnx 1.16/1.17 converts TensorFlow graphs for ONNX opsets 9-18.
+MIN_OPSET = 9
+_INSTALL_HINT = "Install it with `pip install keras-compress[onnx]`."
+
+
+def _tf2onnx():
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx
+    except ImportError as error:
+        raise ImportError(
+            "Converting to ONNX needs the `tf2onnx` and `onnx` packages. "
+            + _INSTALL_HINT
+        ) from error
+    return tf2onnx
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            "Running an ONNX file needs the `onnxruntime` package. "
+            + _INSTALL_HINT
+        ) from error
+    return onnxruntime
+
+
+def _float16_converter():
+    try:
+        from onnxconverter_common import float16
+    except ImportError as error:
+        raise ImportError(
+            "`float16=True` needs the `onnxconverter-common` package. "
+            + _INSTALL_HINT
+        ) from error
+    return float16
+
+
+def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
+    """Converts a Keras model to an ONNX model.
+
+    The model's forward pass (`model(x, training=False)`) is traced as a
+    `tf.function` with the model's input shapes and converted with
+    `tf2onnx.convert.from_function`. This works for Sequential, Functional
+    and subclassed models. Models quantized with Keras's
+    `Model.quantize("int8")` keep their int8 kernels (`MatMulInteger`).
+
+    The ONNX model's inputs keep the names of the Keras inputs; its outputs
+    are named `output_0`, `output_1`, ... in the order of the model's
+    outputs. ONNX Runtime runs it on CPU, and with its CUDA or TensorRT
+    execution providers on GPUs.
+
+    Args:
+        model: A built `keras.Model` (Sequential, Functional, or a
+            subclassed model that has been called on data). Needs the
+            TensorFlow backend.
+        path: Optional file path; the model is written atomically there
+            (its folder must exist). The bytes are returned in any case.
+        opset: ONNX opset version, from 9 to the newest tf2onnx supports
+            (18 for tf2onnx 1.17). `None` uses 17, which every current ONNX
+            Runtime (>= 1.14) and TensorRT (>= 8.6) runs.
+        dynamic_batch: If `True` the batch size is a free dimension named
+            `"batch"`. If `False` it is fixed: the model's own batch size
+            if its inputs declare one, else 1 (some accelerators want
+            static shapes).
+        float16: If `True`, weights and activations are float16 (half the
+            bytes; for GPU execution) while the inputs and outputs stay
+            float32, with casts inserted at the edges. Needs
+            `onnxconverter-common`.
+
+    Returns:
+        The serialized ONNX model as `bytes`.
+
+    Example:
+
+    ```python
+    blob = keras_compress.convert.to_onnx(model, "model.onnx")
+    probabilities = keras_compress.convert.run_onnx(blob, x_test)
+    ```
+    """
+    import tensorflow as tf
+
+    if path is not None:
+        # Fail before any conversion work on a path that cannot be written.
+        path = _files.check_output_path(path, "model.onnx")
+    tf2onnx = _tf2onnx()
+    if float16:
+        float16_module = _float16_converter()
+    max_opset = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
+    if opset is None:
+        opset = min(DEFAULT_OPSET, max_opset)
+    if not isinstance(opset, (int, np.integer)) or not (
+        MIN_OPSET <= opset <= max_opset
+    ):
+        raise ValueError(
+            f"`opset`={opset!r} is not supported: tf2onnx "
+            f"{tf2onnx.__version__} converts to opsets {MIN_OPSET} to "
+            f"{max_opset}. Use `opset=None` for {DEFAULT_OPSET}."
+        )
+    specs = _tensor_specs(model, dynamic_batch)
+
+    @tf.function(input_signature=specs, autograph=False)
+    def serve(*inputs):
+        outputs = model(
+            inputs[0] if len(inputs) == 1 else list(inputs), training=False
+        )
+        flat = tf.nest.flatten(outputs)
+        # tf2onnx names the outputs after the keys of a returned dict; pad
+        # the numbers so that their sorted order is the model's order.
+        width = len(str(len(flat) - 1))
+        return {f"output_{i:0{width}d}": t for i, t in enumerate(flat)}
+
+    with _quiet_tf2onnx():
+        try:
+            proto, _ = tf2onnx.convert.from_function(
+                serve, input_signature=specs, opset=int(opset)
+            )
+        except Exception as error:
+            raise RuntimeError(
+                f"ONNX conversion of model '{model.name}' failed in tf2onnx "
+                f"(opset {opset}): {_first_line(error)}. Try another "
+                f"`opset` (up to {max_opset}), or `to_tflite`."
+            ) from error
+    _check_ops(proto, model, opset, max_opset)
+    if dynamic_batch:
+        _name_batch_dimension(proto)
+    if float16:
+        proto = float16_module.convert_float_to_float16(
+            proto, keep_io_types=True
+        )
+    content = proto.SerializeToString()
+    if path is not None:
+        _files.write_atomically(path, content)
+    return content
+
+
+def _tensor_specs(model, dynamic_batch):
+    """One `tf.TensorSpec` per model input."""
+    import tensorflow as tf
+
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if inputs:
+        shapes = [tuple(t.shape) for t in inputs]
+        dtypes = [str(t.dtype) for t in inputs]
+        names = [_spec_name(t.name, i) for i, t in enumerate(inputs)]
+    else:
+        shapes = _subclassed_input_shapes(model)
+        dtypes = [model.input_dtype] * len(shapes)
+        names = [
+            "input" if len(shapes) == 1 else f"input_{i}"
+            for i in range(len(shapes))
+        ]
+    specs = []
+    for shape, dtype, name in zip(shapes, dtypes, names):
+        batch = None if dynamic_batch else (shape[0] or 1)
+        specs.append(tf.TensorSpec((batch, *shape[1:]), dtype, name=name))
+    return specs
+
+
+def _spec_name(name, index):
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name or "")
+    return name if re.match(r"[A-Za-z]", name) else f"input_{index}"
+
+
+def _subclassed_input_shapes(model):
+    # A subclassed model has no `inputs`. Keras records the shapes of the
+    # first call in `_build_shapes_dict`; its own exporter reads the same
+    # record (`keras.src.export.export_utils`), and there is no public one.
+    recorded = getattr(model, "_build_shapes_dict", None)
+    if not model.built or not recorded:
+        raise ValueError(
+            f"Cannot tell the input shape of model '{model.name}' "
+            f"({type(model).__name__}): it has no `inputs` and has not been "
+            "called on data. Call it once on a batch, e.g. "
+            "`model(x[:1])`, before converting."
+        )
+    shapes = list(recorded.values())
+    if len(shapes) == 1 and not _is_shape(shapes[0]):
+        shapes = list(shapes[0])  # call(inputs) with a list of tensors
+    if not all(_is_shape(s) for s in shapes):
+        raise ValueError(
+            f"Model '{model.name}' takes nested inputs {recorded}; to_onnx "
+            "supports one tensor or a flat list of tensors per call."
+        )
+    # The recorded batch size is that of the first call, not a declared one.
+    return [(None, *s[1:]) for s in shapes]
+
+
+def _is_shape(value):
+    return isinstance(value, (list, tuple)) and all(
+        isinstance(d, (int, type(None))) for d in value
+    )
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+    # tf2onnx logs every unsupported op and each optimizer pass; the errors
+    # that matter are raised below with the layer named.
+    logger = logging.getLogger("tf2onnx")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_ops(proto, model, opset, max_opset):
+    """Raises if tf2onnx left TensorFlow ops it could not convert."""
+    import onnx
+
+    unknown = [
+        node
+        for node in proto.graph.node
+        if node.domain in ("", "ai.onnx")
+        and not onnx.defs.has(node.op_type, node.domain)
+    ]
+    if not unknown:
+        return
+    where = []
+    for node in unknown:
+        layer = _errors.layer_for_op(model, node.name)
+        where.append(
+            f"{node.op_type} (layer {layer})" if layer else node.op_type
+        )
+    hints = []
+    if opset < max_opset:
+        hints.append(f"try a newer `opset` (up to {max_opset})")
+    hints.append("use `to_tflite(..., allow_select_tf_ops=True)` for LiteRT")
+    hints.append("or replace the op in the model")
+    raise RuntimeError(
+        f"ONNX conversion failed: tf2onnx has no ONNX equivalent (opset "
+        f"{opset}) for TensorFlow op(s) {', '.join(dict.fromkeys(where))}. "
+        f"To fix: {'; '.join(hints)}."
+    )
+
+
+def _name_batch_dimension(proto):
+    # tf2onnx calls free dimensions "unk__<n>"; call the batch "batch" in
+    # every input and output so that runtimes see they are the same.
+    for value in (*proto.graph.input, *proto.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+
+
+def _first_line(error):
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _session(content, num_threads=None, providers=None):
+    ort = _onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    if num_threads is not None:
+        options.intra_op_num_threads = int(num_threads)
+        options.inter_op_num_threads = 1
+    if providers is None:
+        providers = ort.get_available_providers()
+    return ort.InferenceSession(content, options, providers=list(providers))
+
+
+_NUMPY_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def run_onnx(
+    model_content, x, batch_size=256, num_threads=None, providers=None
+):
+    """Runs an ONNX file with ONNX Runtime on a batch of inputs.
+
+    Args:
+        model_content: The ONNX bytes or a path to a `.onnx` file.
+        x: Inputs, batch first: a NumPy array, or a list of arrays for a
+            model with several inputs (in the file's input order).
+        batch_size: Samples per run. A file with a fixed batch size runs
+            in chunks of that size instead (the last one padded).
+        num_threads: ONNX Runtime intra-op threads (`None`: its default,
+            one per core).
+        providers: ONNX Runtime execution providers, e.g.
+            `["CUDAExecutionProvider", "CPUExecutionProvider"]`; `None`
+            uses every available one, best first.
+
+    Returns:
+        A float32 NumPy array with one row per sample, or a list of arrays
+        for a file with several outputs.
+
+    Example:
+
+    ```python
+    logits = run_onnx(to_onnx(model), x_test, num_threads=1)
+    ```
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+    content = _files.read_model_bytes(model_content)
+    session = _session(content, num_threads, providers)
+    details = session.get_inputs()
+    inputs = list(x) if isinstance(x, (list, tuple)) else [x]
+    inputs = [np.asarray(a) for a in inputs]
+    if len(details) != len(inputs):
+        raise ValueError(
+            f"The file has {len(details)} input(s) but `x` gives {len(inputs)}."
+        )
+    num_samples = len(inputs[0])
+    if any(len(a) != num_samples for a in inputs):
+        raise ValueError(
+            "All inputs in `x` must have the same number of samples; got "
+            f"{[len(a) for a in inputs]}."
+        )
+    inputs = [
+        a.astype(_NUMPY_TYPES.get(d.type, a.dtype), copy=False)
+        for a, d in zip(inputs, details)
+    ]
+    fixed = details[0].shape[0] if details[0].shape else None
+    if isinstance(fixed, int) and fixed > 0:
+        batch_size = fixed
+    chunks = []
+    for start in range(0, num_samples, batch_size):
+        batch = [a[start : start + batch_size] for a in inputs]
+        count = len(batch[0])
+        if isinstance(fixed, int) and count < fixed:
+            batch = [_pad(b, fixed) for b in batch]
+        feed = {d.name: b for d, b in zip(details, batch)}
+        outputs = session.run(None, feed)
+        chunks.append([np.asarray(o)[:count] for o in outputs])
+    outputs = [
+        np.concatenate(parts).astype(np.float32, copy=False)
+        if np.issubdtype(parts[0].dtype, np.floating)
+        else np.concatenate(parts)
+        for parts in zip(*chunks)
+    ]
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _pad(array, size):
+    padding = np.zeros((size - len(array), *array.shape[1:]), array.dtype)
+    return np.concatenate([array, padding])
+
+
+def measure_onnx_latency(
+    model_content,
+    sample=None,
+    num_runs=300,
+    num_warmup=30,
+    num_threads=1,
+    providers=None,
+):
+    """Median wall time of one single-sample ONNX Runtime run.
+
+    Args:
+        model_content: The ONNX bytes or a path to a `.onnx` file.
+        sample: One input batch of size 1 (or a list, one per input);
+            `None` uses random values of the file's input shape.
+        num_runs: Timed runs.
+        num_warmup: Untimed runs first.
+        num_threads: ONNX Runtime intra-op threads; 1 gives the steadiest
+            numbers and compares with LiteRT's `num_threads=1`.
+        providers: ONNX Runtime execution providers (`None`: all
+            available).
+
+    Returns:
+        The median latency in seconds.
+
+    Example:
+
+    ```python
+    print(f"{measure_onnx_latency(blob) * 1e6:.0f} us")
+    ```
+    """
+    if num_runs < 1:
+        raise ValueError(f"`num_runs` must be >= 1, got {num_runs}.")
+    content = _files.read_model_bytes(model_content)
+    session = _session(content, num_threads, providers)
+    details = session.get_inputs()
+    if sample is None:
+        rng = np.random.default_rng(0)
+        sample = [
+            rng.random(
+                tuple(
+                    d if isinstance(d, int) and d > 0 else 1
+                    for d in detail.shape
+                )
+            )
+            for detail in details
+        ]
+    sample = list(sample) if isinstance(sample, (list, tuple)) else [sample]
+    feed = {
+        d.name: np.asarray(s).astype(_NUMPY_TYPES.get(d.type, np.float32))
+        for d, s in zip(details, sample)
+    }
+    for _ in range(num_warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(num_runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

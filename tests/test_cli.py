@@ -1,0 +1,190 @@
+"""Tests of the `keras-compress convert` and `verify` sub-commands.
+
+`main([...])` runs in-process on files under `tmp_path`; every written
+file is checked by running it (`verify`) rather than by its name.
+"""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compress import cli
+from tests.convert.conftest import sequential_model
+from tests.convert.conftest import toy_data
+from tests.convert.conftest import trained
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A trained `.keras` model and `.npz` data files next to it."""
+    folder = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    x_train, y_train = toy_data(256, seed=1)
+    model = trained(sequential_model(), x_train, y_train)
+    model.save(folder / "model.keras")
+    x_test, y_test = toy_data(64, seed=2)
+    np.savez(folder / "calib.npz", x=x_train[:50])
+    np.savez(folder / "test.npz", x=x_test, y=y_test)
+    return folder
+
+
+def _run(capsys, *argv):
+    """(exit status, stdout, stderr) of `keras-compress argv...`."""
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _verify_json(capsys, folder, path):
+    status, out, err = _run(
+        capsys,
+        "verify",
+        folder / "model.keras",
+        path,
+        "--data",
+        folder / "test.npz",
+        "--latency-runs",
+        5,
+        "--json",
+    )
+    assert status == 0, err
+    return json.loads(out)
+
+
+def test_convert_tflite_int8_and_verify(files, capsys):
+    out_path = files / "int8.tflite"
+    status, out, err = _run(
+        capsys,
+        "convert",
+        files / "model.keras",
+        "--mode",
+        "int8",
+        "--calib",
+        files / "calib.npz",
+        "--int8-io",
+        "-o",
+        out_path,
+    )
+    assert status == 0, err
+    assert f"Wrote {out_path}: LiteRT int8, int8 I/O" in out
+    assert out_path.read_bytes()[4:8] == b"TFL3"
+    status, out, err = _run(
+        capsys,
+        "verify",
+        files / "model.keras",
+        out_path,
+        "--data",
+        files / "test.npz",
+        "--latency-runs",
+        5,
+        "--num-threads",
+        2,
+    )
+    assert status == 0, err
+    assert "tflite file" in out and "2 threads" in out
+    assert "agreement" in out and "accuracy" in out
+
+
+def test_convert_float32_default_output_matches_keras(files, capsys):
+    status, out, err = _run(capsys, "convert", files / "model.keras", "-q")
+    assert status == 0, err
+    assert out == ""
+    report = _verify_json(capsys, files, files / "model.tflite")
+    assert report["file_format"] == "tflite"
+    assert report["max_abs_diff"] < 1e-5
+    assert report["agreement"] == 1.0
+    assert report["keras_accuracy"] > 0.9
+
+
+def test_convert_onnx_float16_and_verify(files, capsys):
+    out_path = files / "half.onnx"
+    status, out, err = _run(
+        capsys,
+        "convert",
+        files / "model.keras",
+        "--to",
+        "onnx",
+        "--float16",
+        "-o",
+        out_path,
+    )
+    assert status == 0, err
+    assert "ONNX (float16 inside)" in out
+    report = _verify_json(capsys, files, out_path)
+    assert report["file_format"] == "onnx"
+    assert report["agreement"] >= 0.97
+    assert report["num_samples"] == 64
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--mode", "int8"], "--calib DATA.npz"),
+        (["--mode", "int16x8"], "--calib DATA.npz"),
+        (["--int8-io"], "--int8-io needs `mode='int8'`"),
+        (["--to", "onnx", "--mode", "int8"], "--mode int8 is for --to tflite"),
+        (["--float16"], "--float16 is for --to onnx (use --mode float16)"),
+        (["--to", "onnx", "--int8-io"], "--int8-io is for --to tflite"),
+        (["-o", "{folder}/missing/m.tflite"], "does not exist"),
+        (["--calib", "{folder}/nothing.npz", "--mode", "int8"], "not found"),
+        (["--calib", "{folder}/junk.txt", "--mode", "int8"], "as .npz"),
+        (["--calib", "{folder}/bad.npz", "--mode", "int8"], "no 'x'"),
+        (["--calib", "{folder}/small.npz", "--mode", "int8"], "(3, 3, 3)"),
+    ],
+)
+def test_convert_errors_are_one_line(files, capsys, argv, expected):
+    np.savez(files / "bad.npz", images=np.zeros((2, 12, 12, 3)))
+    (files / "junk.txt").write_text("not an npz file")
+    np.savez(files / "small.npz", x=np.zeros((2, 3, 3, 3), "float32"))
+    argv = [a.format(folder=files) for a in argv]
+    status, out, err = _run(capsys, "convert", files / "model.keras", *argv)
+    assert status == 1
+    assert err.startswith("keras-compress convert: error: ")
+    assert expected in err
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_verify_errors_are_one_line(files, capsys):
+    status, _, err = _run(
+        capsys,
+        "verify",
+        files / "missing.keras",
+        files / "model.tflite",
+        "--data",
+        files / "test.npz",
+    )
+    assert status == 1
+    missing = files / "missing.keras"
+    assert (
+        err
+        == f"keras-compress verify: error: model file not found: {missing}\n"
+    )
+    (files / "junk.tflite").write_bytes(b"\x00" * 32)
+    status, _, err = _run(
+        capsys,
+        "verify",
+        files / "model.keras",
+        files / "junk.tflite",
+        "--data",
+        files / "test.npz",
+    )
+    assert status == 1
+    assert "neither a LiteRT" in err and err.count("\n") == 1
+
+
+def test_help_documents_the_data_format(capsys):
+    for command in ("convert", "verify"):
+        with pytest.raises(SystemExit) as info:
+            cli.main([command, "--help"])
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "numpy.savez" in out and "x_0, x_1" in out
+
+
+def test_demo_arguments_are_unchanged():
+    args = cli.build_parser().parse_args(["demo", "--quick", "-q"])
+    assert args.quick and args.quiet
+    assert (args.epochs, args.finetune_epochs, args.sparsity) == (3, 2, 0.8)
+    assert args.handler is cli._demo
