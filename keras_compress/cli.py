@@ -7,8 +7,10 @@ exit status 1; wrong arguments exit with status 2, as argparse does.
 """
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 
 TFLITE_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -244,6 +246,12 @@ def build_parser():
     parser.add_argument(
         "--version", action="version", version=f"keras-compress {__version__}"
     )
+    parser.add_argument(
+        "--native-logs",
+        action="store_true",
+        help="show TensorFlow's and the LiteRT converter's own log lines "
+        "(hidden by default)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
@@ -477,16 +485,62 @@ _USER_ERRORS = (
 def main(argv=None):
     """Entry point of the `keras-compress` console script."""
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        return args.handler(args)
+    # TensorFlow's own INFO/WARNING lines, before it is first imported; a
+    # user's setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _native_logs_hidden(enabled=not args.native_logs):
+        if args.command == "demo":
+            return args.handler(args)
+        try:
+            return args.handler(args)
+        except _USER_ERRORS as error:
+            print(
+                f"keras-compress {args.command}: error: {_first_line(error)}",
+                file=sys.stderr,
+            )
+            return 1
+
+
+@contextlib.contextmanager
+def _native_logs_hidden(enabled=True):
+    """Keeps C++ log lines written to file descriptor 2 off the terminal.
+
+    The LiteRT converter and the SavedModel loader log dozens of lines per
+    conversion through absl, which `TF_CPP_MIN_LOG_LEVEL` does not reach;
+    they bury the demo's table. File descriptor 2 goes to a temporary file
+    while Python's own `sys.stderr` (warnings, error messages) keeps the
+    terminal. If the command fails unexpectedly the captured log is replayed
+    before the traceback, so nothing needed for a bug report is lost.
+    """
     try:
-        return args.handler(args)
-    except _USER_ERRORS as error:
-        print(
-            f"keras-compress {args.command}: error: {_first_line(error)}",
-            file=sys.stderr,
-        )
-        return 1
+        python_stderr_is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        python_stderr_is_fd2 = False  # e.g. captured by a test runner
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    saved_python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        if python_stderr_is_fd2:
+            sys.stderr = open(  # closed in `finally`
+                os.dup(saved_fd), "w", buffering=1, closefd=True
+            )
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
+                log.seek(0)
+                os.write(saved_fd, log.read())
+            raise
+        finally:
+            if sys.stderr is not saved_python_stderr:
+                sys.stderr.close()
+                sys.stderr = saved_python_stderr
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
 
 
 if __name__ == "__main__":

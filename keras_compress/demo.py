@@ -233,7 +233,7 @@ def run_demo(
         if output_dir is not None:
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             path = os.path.join(output_dir, f"{slug.strip('_')}.tflite")
-        content = convert.to_tflite(model, path=path, **options)
+        content = convert.to_tflite(model, path=path, verbose=0, **options)
         report = convert.verify(
             model, content, x_test, y_test, latency_runs=latency_runs
         )

@@ -5,6 +5,7 @@ file is checked by running it (`verify`) rather than by its name.
 """
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -188,3 +189,19 @@ def test_demo_arguments_are_unchanged():
     assert args.quick and args.quiet
     assert (args.epochs, args.finetune_epochs, args.sparsity) == (3, 2, 0.8)
     assert args.handler is cli._demo
+
+
+def test_native_logs_are_hidden_unless_the_command_fails(capfd):
+    with cli._native_logs_hidden():
+        os.write(2, b"converter noise\n")
+    assert "converter noise" not in capfd.readouterr().err
+
+    with pytest.raises(ZeroDivisionError):
+        with cli._native_logs_hidden():
+            os.write(2, b"context for a bug report\n")
+            1 / 0  # noqa: B018
+    assert "context for a bug report" in capfd.readouterr().err
+
+    with cli._native_logs_hidden(enabled=False):
+        os.write(2, b"asked for\n")
+    assert "asked for" in capfd.readouterr().err
