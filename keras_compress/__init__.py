@@ -2,7 +2,8 @@
 
 Submodules:
     pruning: magnitude, block and N:M pruning driven by callbacks.
-    convert: LiteRT/TFLite conversion and verification of the file.
+    quantization: quantization-aware training to integer LiteRT.
+    convert: LiteRT/TFLite and ONNX conversion, verification of the file.
     analysis: sparsity and size reports.
     datasets: offline data loaders.
 """
@@ -11,8 +12,16 @@ from keras_compress import analysis
 from keras_compress import convert
 from keras_compress import datasets
 from keras_compress import pruning
+from keras_compress import quantization
 from keras_compress import rewrite
 
 __version__ = "0.1.0"
 
-__all__ = ["analysis", "convert", "datasets", "pruning", "rewrite"]
+__all__ = [
+    "analysis",
+    "convert",
+    "datasets",
+    "pruning",
+    "quantization",
+    "rewrite",
+]

@@ -151,6 +151,7 @@ def to_tflite(
         model.export(saved_model_dir, format="tf_saved_model", verbose=False)
         if mode == "int8" and not calibrate:
             _check_fake_quant_ranges(saved_model_dir)
+            _warn_if_ranges_never_learned(source)
         if calibrate and samples is None:
             # Subclassed models have no `model.inputs`: read the input
             # shapes from the exported signature instead.
@@ -276,6 +277,27 @@ def _check_fake_quant_ranges(saved_model_dir):
             "fake-quant ops to take them from: pass `representative_data` "
             "(e.g. a few hundred training inputs) for calibration, or "
             "train the model with quantization-aware training first."
+        )
+
+
+def _warn_if_ranges_never_learned(model):
+    """Warns when a QAT model's activation observers never saw a batch.
+
+    Their range is still the initial [0, 0], so the converted file would
+    clip those activations to about zero: almost always a model converted
+    before it was trained.
+    """
+    from keras_compress.quantization import observers
+
+    never = observers.unobserved_quantizers(model)
+    if never:
+        shown = ", ".join(never[:3]) + (", ..." if len(never) > 3 else "")
+        warnings.warn(
+            f"{len(never)} activation range(s) of this quantization-aware "
+            f"model were never learned ({shown}); the file will clip those "
+            "activations to about zero. Train the model (at least a few "
+            "steps) before converting it.",
+            stacklevel=3,
         )
 
 

@@ -508,3 +508,18 @@ def test_unsupported_op_error_names_the_layer():
     outputs = keras.layers.Lambda(tf.math.bessel_i1e, name="bessel")(x)
     with pytest.raises(RuntimeError, match=r"BesselI1e \(layer 'bessel'"):
         to_tflite(keras.Model(inputs, outputs))
+
+
+def test_int8_warns_when_qat_ranges_were_never_learned():
+    from keras_compress import quantization
+
+    model = quantization.quantize_model(_tiny_dense_model())
+    with pytest.warns(UserWarning, match="never learned.*Train the model"):
+        to_tflite(model, "int8")
+    # After one training step every observer has a range: no warning.
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    model.fit(x, x[:, :4], epochs=1, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        to_tflite(model, "int8")

@@ -1,0 +1,574 @@
+"""`QuantizeWrapper`: a layer trained with fake-quantized weights and output.
+
+What one wrapper computes, in order (each step only if it applies):
+
+1. the weights its `QuantizeConfig` names, with a folded BatchNormalization
+   (`batch_norm_folding.py`), fake-quantized;
+2. the wrapped layer's own computation with those weights in place of its
+   variables (in a `keras.StatelessScope`: the layer's code runs
+   unchanged);
+3. the activation: ReLU/ReLU6 directly (LiteRT fuses them into the op
+   before), any other one between a quantizer of its input and its output;
+4. the output quantizer (moving-average min/max, or a fixed range after
+   sigmoid/softmax/tanh).
+
+Two layers have their own computation, because the converter needs a shape
+of graph that the layer's own `call` does not give:
+`SeparableConv2D` (a quantizer between its depthwise and pointwise parts,
+which LiteRT runs as two ops) and `Conv1D` (the kernel is quantized after
+it is expanded to the 2D kernel LiteRT uses; quantized before, the
+converter rejects its per-channel axis).
+"""
+
+import warnings
+
+import keras
+from keras import layers as L
+from keras import ops
+
+from keras_compress.pruning import pruner as pruner_lib
+from keras_compress.quantization import batch_norm_folding as folding
+from keras_compress.quantization import quantize_config as config_lib
+from keras_compress.quantization import schemes as schemes_lib
+
+_PACKAGE = "keras_compress"
+# Attribute under which QuantizedModel keeps a layer's own `call`.
+ORIGINAL_CALL = "_keras_compress_original_call"
+
+# Built-in layers whose `activation` the wrapper takes over, so that it can
+# put a quantizer between the layer and a non-fusable activation.
+_ACTIVATION_OWNERS = (
+    L.Dense,
+    L.Conv1D,
+    L.Conv2D,
+    L.DepthwiseConv2D,
+    L.SeparableConv2D,
+    L.Conv2DTranspose,
+)
+
+
+def output_shape_of(layer, input_shape):
+    """`layer`'s output shape, also for layers without compute_output_shape."""
+    try:
+        return layer.compute_output_shape(input_shape)
+    except NotImplementedError:
+        specs = keras.tree.map_shape_structure(
+            lambda shape: keras.KerasTensor(shape), input_shape
+        )
+        outputs = layer.compute_output_spec(specs)
+        return keras.tree.map_structure(lambda t: t.shape, outputs)
+
+
+def _pass_through_input(tensor, scheme):
+    """The tensor a chain of pass-through layers started from."""
+    while isinstance(tensor, keras.KerasTensor):
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            return tensor
+        layer = history.operation
+        if isinstance(layer, (QuantizeWrapper, keras.layers.InputLayer)) or (
+            not scheme.is_pass_through(layer)
+        ):
+            return tensor
+        node = layer._inbound_nodes[history.node_index]
+        if len(node.input_tensors) != 1:
+            return tensor
+        tensor = node.input_tensors[0]
+    return tensor
+
+
+class _SharedRange:
+    """Another layer's output quantizer and observers, used read-only.
+
+    A plain object, so that Keras does not track (and save) the other
+    layer's variables as this layer's.
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+
+
+def _shared_concat_range(concat, inputs):
+    """The output range a Concatenate must use, if an input imposes one.
+
+    LiteRT runs CONCATENATION with one scale for its inputs and output.
+    `quantize_model` lets the Concatenate's producers leave their outputs
+    unquantized so that they take its scale; a producer whose output is
+    also used elsewhere keeps its own range, and the converter then gives
+    that range to the whole Concatenate. The wrapper uses the same range
+    (the producer's observer), so that Keras and the file agree.
+    """
+    sources = {}
+    for tensor in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        tensor = _pass_through_input(tensor, concat.scheme)
+        history = getattr(tensor, "_keras_history", None)
+        if history is None:
+            continue
+        layer = history.operation
+        spec = None
+        if isinstance(layer, QuantizeWrapper) and layer._range_source:
+            spec = layer._range_source.spec  # a Concatenate sharing a range
+        elif isinstance(layer, QuantizeWrapper) and layer._output_specs:
+            spec = layer._output_specs[0]
+        elif hasattr(layer, "quantizer") and hasattr(layer, "_state"):
+            spec = (layer.quantizer, layer._state)  # a QuantizeLayer
+        if spec is not None and "min" in spec[1]:
+            sources[id(spec[1]["min"])] = (layer.name, spec)
+    if len(sources) == 1:
+        return _SharedRange(next(iter(sources.values()))[1])
+    if len(sources) > 1:
+        names = sorted(name for name, _ in sources.values())
+        warnings.warn(
+            f"Concatenate '{concat.layer.name}' has inputs from {names}, "
+            "each quantized with its own range because each is also used "
+            "elsewhere. LiteRT's CONCATENATION needs one range for all its "
+            "inputs, so the converter is likely to reject this model "
+            "('same scale constraint'). Feed the Concatenate from layers "
+            "used only there.",
+            stacklevel=4,
+        )
+    return None
+
+
+def _is_conv1d(layer):
+    return isinstance(layer, L.Conv1D)
+
+
+def _is_linear(activation):
+    return activation is None or activation is keras.activations.linear
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantizeWrapper(keras.layers.Wrapper):
+    """Trains a layer with fake-quantized weights, activation and output.
+
+    Usually created by `quantize_model`; use it directly to quantize a
+    layer inside a model you write yourself (and quantize the model input
+    with a `QuantizeLayer`).
+
+    Args:
+        layer: The layer to quantize. A Dense or convolution layer's own
+            activation is moved to the wrapper (the layer is set to a linear
+            activation).
+        quantize_config: A `QuantizeConfig`. Defaults to the one of
+            `scheme`, or to `layer.get_quantize_config()` if the layer
+            defines it.
+        batch_norm: A `BatchNormalization` layer that follows `layer` and
+            is folded into its weights (`layer` must have a linear
+            activation).
+        activation: An activation applied after `layer` (and the folded
+            BatchNorm), e.g. `"relu"` from a following ReLU layer. Only if
+            the layer has no activation of its own.
+        quantize_output: Whether to fake-quantize the output. False for a
+            layer whose output LiteRT quantizes with the scale of the next
+            op (the inputs of a Concatenate).
+        preserve_sparsity: Keep the zeros of the quantized weights at zero
+            while training (for models pruned before QAT).
+        scheme: The `QuantizeScheme` (or its name) that provides the
+            default config and activation quantizers.
+        **kwargs: Base layer arguments (`name`, ...).
+
+    Example:
+
+    ```python
+    inputs = keras.Input((28, 28, 1))
+    x = kc.quantization.QuantizeLayer()(inputs)
+    x = kc.quantization.QuantizeWrapper(
+        keras.layers.Conv2D(8, 3, use_bias=False),
+        batch_norm=keras.layers.BatchNormalization(),
+        activation="relu")(x)
+    ```
+    """
+
+    def __init__(
+        self,
+        layer,
+        quantize_config=None,
+        batch_norm=None,
+        activation=None,
+        quantize_output=True,
+        preserve_sparsity=False,
+        scheme="default_8bit",
+        **kwargs,
+    ):
+        if not isinstance(layer, keras.layers.Layer):
+            raise ValueError(
+                "QuantizeWrapper wraps a keras.layers.Layer; received "
+                f"{layer!r} of type {type(layer).__name__}."
+            )
+        if isinstance(layer, (QuantizeWrapper, keras.Model)):
+            raise ValueError(
+                f"QuantizeWrapper cannot wrap '{layer.name}' "
+                f"({type(layer).__name__}): wrap the layers of a model, or "
+                "use quantize_model() on it."
+            )
+        self.scheme = schemes_lib.get_scheme(
+            keras.saving.deserialize_keras_object(scheme)
+            if isinstance(scheme, dict)
+            else scheme
+        )
+        if isinstance(quantize_config, dict):
+            quantize_config = keras.saving.deserialize_keras_object(
+                quantize_config
+            )
+        if quantize_config is None and hasattr(layer, "get_quantize_config"):
+            quantize_config = layer.get_quantize_config()
+        if quantize_config is None:
+            quantize_config = self.scheme.get_quantize_config(layer)
+        if quantize_config is None:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) cannot be "
+                f"quantized by scheme '{self.scheme.name}'. Give it a "
+                "`quantize_config` (see keras_compress.quantization."
+                "QuantizeConfig) or a get_quantize_config() method."
+            )
+        config_lib.check_quantize_config(quantize_config, f"'{layer.name}'")
+        if isinstance(batch_norm, dict):
+            batch_norm = keras.saving.deserialize_keras_object(batch_norm)
+        if batch_norm is not None:
+            reason = folding.why_not_foldable(layer, batch_norm)
+            if reason:
+                raise ValueError(
+                    f"Cannot fold '{batch_norm.name}' into '{layer.name}' "
+                    f"({type(layer).__name__}): {reason}."
+                )
+        own_activation = getattr(layer, "activation", None)
+        if activation is not None:
+            activation = keras.activations.get(activation)
+            if isinstance(layer, _ACTIVATION_OWNERS) and not _is_linear(
+                own_activation
+            ):
+                raise ValueError(
+                    f"Layer '{layer.name}' already has activation "
+                    f"'{schemes_lib.activation_name(own_activation)}'; "
+                    f"cannot add activation={activation!r} after it."
+                )
+        elif isinstance(layer, _ACTIVATION_OWNERS) and not _is_linear(
+            own_activation
+        ):
+            # The wrapper applies it, with a quantizer in front if needed.
+            activation = own_activation
+            layer.activation = keras.activations.linear
+        kwargs.setdefault("name", f"quant_{layer.name}")
+        super().__init__(layer, **kwargs)
+        self.quantize_config = quantize_config
+        self.batch_norm = batch_norm
+        self.activation = None if _is_linear(activation) else activation
+        self.quantize_output = bool(quantize_output)
+        self.preserve_sparsity = bool(preserve_sparsity)
+        self.supports_masking = layer.supports_masking
+        object.__setattr__(self, "_weight_specs", [])
+        self._output_specs = []
+        self._pre_activation_spec = None
+        self._intermediate_spec = None
+        self._masks = []
+        self._range_source = None
+
+    def __call__(self, *args, **kwargs):
+        if (
+            self.quantize_output
+            and isinstance(self.layer, L.Concatenate)
+            and args
+            and any(
+                isinstance(t, keras.KerasTensor)
+                for t in keras.tree.flatten(args[0])
+            )
+        ):
+            # Decided on the graph (when the model is built or loaded).
+            self._range_source = _shared_concat_range(self, args[0])
+        return super().__call__(*args, **kwargs)
+
+    # Building.
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        output_shape = output_shape_of(self.layer, input_shape)
+        if self.batch_norm is not None and not self.batch_norm.built:
+            self.batch_norm.build(output_shape)
+        layer = self.layer
+        weight_specs = []
+        for (
+            variable,
+            quantizer,
+        ) in self.quantize_config.get_weights_and_quantizers(layer):
+            if not any(variable is v for v in layer.variables):
+                raise ValueError(
+                    f"The quantize config of '{layer.name}' returned "
+                    f"variable '{variable.path}', which is not a variable "
+                    "of the layer."
+                )
+            name = variable.name
+            state = quantizer.build(variable.shape, name, self)
+            weight_specs.append((variable, quantizer, state))
+        # Not tracked by Keras: these variables belong to the wrapped layer
+        # (tracked, they would be saved twice).
+        object.__setattr__(self, "_weight_specs", weight_specs)
+
+        self._output_specs = []
+        if self.quantize_output:
+            quantizers = list(self.quantize_config.get_output_quantizers(layer))
+            activation = schemes_lib.activation_name(self.activation)
+            if quantizers and activation in schemes_lib.FIXED_OUTPUT_RANGES:
+                quantizers = [self.scheme.output_quantizer_for(activation)]
+            for index, quantizer in enumerate(quantizers):
+                name = "output" if index == 0 else f"output_{index}"
+                state = quantizer.build(output_shape, name, self)
+                self._output_specs.append((quantizer, state))
+
+        self._pre_activation_spec = None
+        if self.activation is not None and (
+            schemes_lib.activation_name(self.activation)
+            not in schemes_lib.FUSABLE_ACTIVATIONS
+        ):
+            quantizer = self.scheme.activation_quantizer()
+            state = quantizer.build(output_shape, "pre_activation", self)
+            self._pre_activation_spec = (quantizer, state)
+
+        self._intermediate_spec = None
+        if isinstance(layer, L.SeparableConv2D):
+            quantizer = self.scheme.activation_quantizer()
+            state = quantizer.build(None, "depthwise_output", self)
+            self._intermediate_spec = (quantizer, state)
+
+        self._masks = []
+        if self.preserve_sparsity:
+            for variable, _, _ in self._weight_specs:
+                mask = self.add_weight(
+                    name=f"{variable.name}_mask",
+                    shape=variable.shape,
+                    dtype=variable.dtype,
+                    initializer="ones",
+                    trainable=False,
+                )
+                base = variable.constraint
+                if isinstance(base, pruner_lib.MaskConstraint):
+                    base = base.base  # re-built: do not stack
+                # The optimizer's step keeps pruned weights at zero.
+                variable.constraint = pruner_lib.MaskConstraint(mask, base)
+                self._masks.append(mask)
+
+    def set_masks_from_weights(self):
+        """Sets each sparsity mask to `weight != 0` (after pruning)."""
+        if not self.preserve_sparsity:
+            raise ValueError(
+                f"'{self.name}' was created with preserve_sparsity=False: "
+                "it has no masks."
+            )
+        for (variable, _, _), mask in zip(self._weight_specs, self._masks):
+            mask.assign(ops.cast(ops.not_equal(variable.value, 0), mask.dtype))
+
+    # The forward pass.
+
+    def call(self, inputs, training=None, **kwargs):
+        training = bool(training)
+        layer = self.layer
+        values = {}
+        scale = offset = None
+        if self.batch_norm is not None:
+            scale, offset = folding.fold_factors(self.batch_norm)
+        folded = None
+        if scale is not None:
+            folded = getattr(layer, folding.folded_weight_name(layer))
+        for variable, quantizer, state in self._weight_specs:
+            weight = self._prepare(variable, folded, scale)
+            values[id(variable)] = quantizer(weight, training, state)
+        if folded is not None and id(folded) not in values:
+            values[id(folded)] = self._prepare(folded, folded, scale)
+
+        extra_bias = None
+        if scale is not None:
+            if getattr(layer, "use_bias", False):
+                values[id(layer.bias)] = folding.fold_bias(
+                    ops.convert_to_tensor(layer.bias), scale, offset
+                )
+            else:
+                extra_bias = offset
+
+        if isinstance(layer, L.SeparableConv2D):
+            outputs = self._separable_conv(inputs, values, training)
+        elif _is_conv1d(layer):
+            outputs = self._conv1d(inputs, values)
+        else:
+            outputs = self._stateless_call(inputs, values, training, kwargs)
+        if extra_bias is not None:
+            outputs = outputs + ops.cast(extra_bias, outputs.dtype)
+
+        if self.activation is not None:
+            if self._pre_activation_spec is not None:
+                quantizer, state = self._pre_activation_spec
+                outputs = quantizer(outputs, training, state)
+            outputs = self.activation(outputs)
+
+        if self._output_specs:
+            flat = keras.tree.flatten(outputs)
+            specs = self._output_specs
+            if self._range_source is not None:
+                specs = [self._range_source.spec]
+            if len(specs) == 1 and len(flat) > 1:
+                specs = specs * len(flat)
+            # A shared range belongs to another layer, which updates it.
+            update = training and self._range_source is None
+            flat = [
+                quantizer(tensor, update, state)
+                for tensor, (quantizer, state) in zip(flat, specs)
+            ] + flat[len(specs) :]
+            outputs = keras.tree.pack_sequence_as(outputs, flat)
+        return outputs
+
+    def _prepare(self, variable, folded, scale):
+        """The float32 value of a weight before quantization."""
+        weight = ops.cast(ops.convert_to_tensor(variable), "float32")
+        if variable is folded:
+            weight = folding.scale_kernel(self.layer, weight, scale)
+        if _is_conv1d(self.layer) and variable is self.layer.kernel:
+            # Quantize the (1, w, in, out) kernel that LiteRT uses.
+            weight = ops.expand_dims(weight, 0)
+        return weight
+
+    def _stateless_call(self, inputs, values, training, kwargs):
+        """Runs the layer's own code with `values` for some variables."""
+        layer = self.layer
+        if layer._call_has_training_arg:
+            kwargs["training"] = training
+        # A layer inside a QuantizedModel has its `call` replaced by one that
+        # leads here: run the code it had.
+        call = getattr(layer, ORIGINAL_CALL, None)
+        if not values:
+            return (
+                layer(inputs, **kwargs)
+                if call is None
+                else call(inputs, **kwargs)
+            )
+        mapping = [
+            (v, values[id(v)]) for v in layer.variables if id(v) in values
+        ]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            outputs = (call or layer.call)(inputs, **kwargs)
+        # Keep state updates a custom layer makes in call().
+        for variable in layer.non_trainable_variables:
+            if id(variable) not in values:
+                value = scope.get_current_value(variable)
+                if value is not None:
+                    variable.assign(value)
+        return outputs
+
+    def _weight(self, values, variable):
+        value = values.get(id(variable))
+        return variable.value if value is None else value
+
+    def _conv1d(self, inputs, values):
+        layer = self.layer
+        kernel = self._weight(values, layer.kernel)
+        if len(kernel.shape) == 3:  # not quantized: expand here
+            kernel = ops.expand_dims(kernel, 0)
+        kernel = ops.cast(kernel, inputs.dtype)
+        padding = layer.padding
+        if padding == "causal":
+            inputs = ops.pad(inputs, layer._compute_causal_padding())
+            padding = "valid"
+        channels_last = layer.data_format == "channels_last"
+        spatial_axis = 1 if channels_last else 2
+        outputs = ops.conv(
+            ops.expand_dims(inputs, spatial_axis),
+            kernel,
+            strides=(1, layer.strides[0]),
+            padding=padding,
+            dilation_rate=(1, layer.dilation_rate[0]),
+            data_format=layer.data_format,
+        )
+        outputs = ops.squeeze(outputs, spatial_axis)
+        return self._add_bias(outputs, values)
+
+    def _separable_conv(self, inputs, values, training):
+        layer = self.layer
+        depthwise = ops.cast(
+            self._weight(values, layer.depthwise_kernel), inputs.dtype
+        )
+        pointwise = ops.cast(
+            self._weight(values, layer.pointwise_kernel), inputs.dtype
+        )
+        outputs = ops.depthwise_conv(
+            inputs,
+            depthwise,
+            strides=layer.strides,
+            padding=layer.padding,
+            data_format=layer.data_format,
+            dilation_rate=layer.dilation_rate,
+        )
+        # LiteRT runs the depthwise and pointwise parts as two int8 ops:
+        # the tensor between them needs a range.
+        quantizer, state = self._intermediate_spec
+        outputs = quantizer(outputs, training, state)
+        outputs = ops.conv(
+            outputs,
+            pointwise,
+            strides=1,
+            padding="valid",
+            data_format=layer.data_format,
+        )
+        return self._add_bias(outputs, values)
+
+    def _add_bias(self, outputs, values):
+        layer = self.layer
+        if not layer.use_bias:
+            return outputs
+        bias = ops.cast(self._weight(values, layer.bias), outputs.dtype)
+        if layer.data_format == "channels_first":
+            bias = ops.reshape(bias, (1, -1) + (1,) * (len(outputs.shape) - 2))
+        return outputs + bias
+
+    def compute_output_shape(self, input_shape):
+        return output_shape_of(self.layer, input_shape)
+
+    # Introspection.
+
+    @property
+    def quantized_weights(self):
+        """The wrapped layer's variables that are fake-quantized."""
+        return [variable for variable, _, _ in self._weight_specs]
+
+    @property
+    def sparsity_masks(self):
+        """The 0/1 masks of `quantized_weights` (preserve_sparsity only)."""
+        return list(self._masks)
+
+    def observer_variables(self):
+        """`[(name, min_variable, max_variable)]` of the moving ranges."""
+        specs = []
+        if self._range_source is None:
+            specs = [("output", spec) for spec in self._output_specs]
+        if self._pre_activation_spec is not None:
+            specs.append(("pre_activation", self._pre_activation_spec))
+        if self._intermediate_spec is not None:
+            specs.append(("depthwise_output", self._intermediate_spec))
+        return [
+            (f"{self.name}/{name}", state["min"], state["max"])
+            for name, (_, state) in specs
+            if "min" in state
+        ]
+
+    # Serialization.
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "quantize_config": keras.saving.serialize_keras_object(
+                    self.quantize_config
+                ),
+                "batch_norm": (
+                    keras.saving.serialize_keras_object(self.batch_norm)
+                    if self.batch_norm is not None
+                    else None
+                ),
+                "activation": (
+                    keras.activations.serialize(self.activation)
+                    if self.activation is not None
+                    else None
+                ),
+                "quantize_output": self.quantize_output,
+                "preserve_sparsity": self.preserve_sparsity,
+                "scheme": keras.saving.serialize_keras_object(self.scheme),
+            }
+        )
+        return config

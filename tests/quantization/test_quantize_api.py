@@ -1,0 +1,495 @@
+"""`quantize_model`/`quantize_apply` on every kind of model, checked on the
+converted LiteRT file."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_compress import pruning
+from keras_compress import quantization as q
+from keras_compress.convert import to_tflite
+from keras_compress.demo import reference_cnn
+from tests import helpers
+from tests.quantization import litert_checks
+
+L = keras.layers
+IMAGE_SHAPE = (14, 14, 1)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The reference CNN trained briefly, then 1 epoch of QAT."""
+    keras.utils.set_random_seed(0)
+    x, y = litert_checks.toy_images(IMAGE_SHAPE, 4, 512, seed=0)
+    model = litert_checks.compile_and_fit(
+        reference_cnn(IMAGE_SHAPE, 4), x, y, epochs=2
+    )
+    weights = [w.copy() for w in model.get_weights()]
+    qat = q.quantize_model(model)
+    litert_checks.compile_and_fit(qat, x, y, learning_rate=1e-4)
+    content = litert_checks.convert_qat(qat)
+    return model, weights, qat, x, y, content
+
+
+def test_reference_cnn_is_integer_end_to_end(reference):
+    content = reference[-1]
+    litert_checks.check_integer_end_to_end(content)
+    names = [op.name for op in litert_checks.ops_of(content)]
+    assert names.count("CONV_2D") == 2
+    assert names.count("FULLY_CONNECTED") == 2
+    assert names.count("MAX_POOL_2D") == 2
+
+
+def test_reference_cnn_file_matches_keras(reference):
+    _, _, qat, x, y, content = reference
+    keras_out = litert_checks.predict(qat, x)
+    file_out = litert_checks.run(content, x)
+    litert_checks.check_matches_keras(
+        keras_out, file_out, litert_checks.output_step(content)
+    )
+    agreement = np.mean(keras_out.argmax(1) == file_out.argmax(1))
+    assert agreement >= 0.99
+
+
+def test_int8_io_file_matches_keras(reference):
+    _, _, qat, x, _, _ = reference
+    content = litert_checks.convert_qat(qat, int8_io=True)
+    names = [op.name for op in litert_checks.ops_of(content)]
+    assert "QUANTIZE" not in names and "DEQUANTIZE" not in names
+    assert litert_checks.float_ops_inside(content) == []
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_to_tflite_int8_with_calibration_data_keeps_it_integer(reference):
+    # Today's `to_tflite(..., "int8")` still requires calibration data; with
+    # it, a QAT model converts to the same integer graph.
+    _, _, qat, x, _, content = reference
+    blob = to_tflite(qat, "int8", representative_data=x[:32])
+    litert_checks.check_integer_end_to_end(blob)
+    assert [op.name for op in litert_checks.ops_of(blob)] == [
+        op.name for op in litert_checks.ops_of(content)
+    ]
+
+
+def test_user_model_is_unchanged(reference):
+    model, weights, qat, *_ = reference
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert not any(
+        isinstance(layer, q.QuantizeWrapper) for layer in model.layers
+    )
+    assert model.layers[0].activation is keras.activations.relu
+    assert qat.layers[1].layer is not model.layers[0]
+
+
+def test_qat_keeps_the_float_accuracy(reference):
+    model, _, qat, x, y, content = reference
+    float_accuracy = np.mean(litert_checks.predict(model, x).argmax(1) == y)
+    file_accuracy = np.mean(litert_checks.run(content, x).argmax(1) == y)
+    assert file_accuracy >= float_accuracy - 0.02
+
+
+def residual_depthwise_model():
+    """A small mobile-style network with every graph pattern we handle."""
+    inputs = keras.Input((16, 16, 3))
+    x = L.ZeroPadding2D(1)(inputs)
+    x = L.Conv2D(8, 3, strides=2, use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU(6.0)(x)
+    y = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    y = L.BatchNormalization()(y)
+    y = L.ReLU()(y)
+    y = L.Conv2D(8, 1, use_bias=False)(y)
+    y = L.BatchNormalization()(y)
+    x = L.Add()([x, y])
+    x = L.ReLU()(x)
+    a = L.Conv2D(4, 1, activation="relu")(x)
+    b = L.SeparableConv2D(4, 3, padding="same", activation="relu")(x)
+    c = L.MaxPooling2D(3, strides=1, padding="same")(x)
+    x = L.Concatenate()([a, b, c])
+    x = L.AveragePooling2D(2)(x)
+    x = L.UpSampling2D()(x)
+    x = L.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = L.Activation("relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(0.1)(x)
+    outputs = L.Dense(4)(x)
+    return keras.Model(inputs, outputs, name="residual_depthwise")
+
+
+@pytest.fixture(scope="module")
+def residual():
+    keras.utils.set_random_seed(1)
+    model = residual_depthwise_model()
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):  # trained-like stats
+            rng = np.random.default_rng(0)
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.1, shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
+    x, _ = litert_checks.toy_images((16, 16, 3), 4, 128, seed=3)
+    qat = litert_checks.observe(q.quantize_model(model), x)
+    return qat, x, litert_checks.convert_qat(qat)
+
+
+def test_residual_model_is_integer_end_to_end(residual):
+    qat, x, content = residual
+    litert_checks.check_integer_end_to_end(content)
+    names = [op.name for op in litert_checks.ops_of(content)]
+    assert names.count("ADD") == 1  # the residual; BatchNorms are folded
+    assert "MUL" not in names and "RELU" not in names
+    concatenations = [
+        op
+        for op in litert_checks.ops_of(content)
+        if op.name == "CONCATENATION" and op.inputs[0]["dtype"] == np.int8
+    ]
+    assert len(concatenations) == 1
+
+
+def test_residual_model_file_matches_keras(residual):
+    qat, x, content = residual
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_residual_model_structure(residual):
+    qat = residual[0]
+    assert not any(
+        isinstance(layer, (L.BatchNormalization, L.ReLU))
+        for layer in qat.layers
+    )
+    wrappers = [
+        layer for layer in qat.layers if isinstance(layer, q.QuantizeWrapper)
+    ]
+    folded = [w for w in wrappers if w.batch_norm is not None]
+    assert len(folded) == 3
+    # Concatenate inputs share the Concatenate's scale.
+    for name in ("quant_conv2d_2", "quant_separable_conv2d"):
+        assert qat.get_layer(name).quantize_output is False
+    # ADD then ReLU: the converter fuses them; only the ReLU quantizes.
+    assert qat.get_layer("quant_add").quantize_output is False
+    # The max-pooled branch is the ReLU output, which is also used by the
+    # other branches: the Concatenate uses that ReLU's range.
+    concat = qat.get_layer("quant_concatenate")
+    relu = qat.get_layer("quant_re_lu_2")
+    shared = concat._range_source.spec[1]["min"]
+    assert shared is relu._output_specs[0][1]["min"]
+    assert "quant_concatenate/output" not in q.observer_ranges(qat)
+
+
+def test_sequential_functional_and_nested_graphs():
+    keras.utils.set_random_seed(0)
+    for kind in ("sequential", "functional"):
+        model, x, y = helpers.make_model(kind)
+        qat = q.quantize_model(model)
+        assert type(qat) is type(model)
+        assert isinstance(
+            qat.layers[0 if kind == "sequential" else 1], q.QuantizeLayer
+        )
+        litert_checks.observe(qat, x)
+        assert q.unobserved_quantizers(qat) == []
+
+    inner = keras.Sequential(
+        [
+            keras.Input((8,)),
+            L.Dense(8, use_bias=False),
+            L.BatchNormalization(),
+            L.ReLU(),
+        ],
+        name="block",
+    )
+    inputs = keras.Input((8,))
+    x = L.Dense(8, activation="relu")(inputs)
+    x = inner(x)
+    x = L.Add()([x, inner(x)])  # a shared nested model
+    block = keras.Model(inputs, L.Dense(3)(x), name="block_model")
+    outer_in = keras.Input((8,))
+    model = keras.Model(outer_in, block(outer_in), name="outer")
+    qat = q.quantize_model(model)
+    quantized_inner = qat.get_layer("block_model").get_layer("block")
+    assert isinstance(quantized_inner, keras.Sequential)
+    assert [type(layer).__name__ for layer in quantized_inner.layers] == [
+        "QuantizeWrapper"
+    ]
+    assert quantized_inner.layers[0].batch_norm is not None
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
+    litert_checks.observe(qat, x)
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_subclassed_model_is_quantized_through_an_outer_model():
+    keras.utils.set_random_seed(0)
+    model, x, y = helpers.make_model("subclassed")
+    weights = [w.copy() for w in model.get_weights()]
+    qat = q.quantize_model(model)
+    assert isinstance(qat, q.QuantizedModel)
+    assert len(qat.wrappers) == 4  # hidden, 2 blocks, the nested head
+    # No variable is tracked twice (the optimizer would refuse it).
+    ids = [id(v) for v in qat.trainable_variables]
+    assert len(ids) == len(set(ids))
+    helpers.compile_for_test(qat)
+    qat.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert q.unobserved_quantizers(qat) == []
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+    # The user's model is untouched: same weights, own activation and call.
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert model.hidden.activation is keras.activations.relu
+    assert "call" not in vars(model.hidden)
+
+
+def test_nested_subclassed_model_is_quantized():
+    model, x, _ = helpers.make_model("nested")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is left float
+        qat = q.quantize_model(model)
+    sub = qat.get_layer("sub")
+    assert isinstance(sub, q.QuantizedModel) and not sub.quantize_inputs
+    assert isinstance(
+        qat.get_layer("inner_sequential").layers[-1], q.QuantizeWrapper
+    )
+    litert_checks.observe(qat, x)
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+
+
+def test_layers_to_quantize_selects_layers():
+    model = helpers.functional_mlp()
+    qat = q.quantize_model(model, layers_to_quantize=["fc1", "logits"])
+    wrapped = {
+        layer.name
+        for layer in qat.layers
+        if isinstance(layer, q.QuantizeWrapper)
+    }
+    assert wrapped == {"quant_fc1", "quant_logits"}
+    # `logits` gets its float input quantized in front of it.
+    quantize_layers = [
+        layer for layer in qat.layers if isinstance(layer, q.QuantizeLayer)
+    ]
+    assert len(quantize_layers) == 2
+    qat = q.quantize_model(
+        model, layers_to_quantize=lambda layer: layer.name != "fc2"
+    )
+    assert not isinstance(qat.get_layer("fc2"), q.QuantizeWrapper)
+
+
+def test_bad_selections_raise():
+    model = helpers.functional_mlp()
+    with pytest.raises(ValueError, match=r"\['nope'\].*not in the model"):
+        q.quantize_model(model, layers_to_quantize=["nope"])
+    with pytest.raises(ValueError, match="Unknown quantization `scheme`"):
+        q.quantize_model(model, scheme="int3")
+    with pytest.raises(ValueError, match="preserve_sparsity"):
+        q.quantize_model(model, preserve_sparsity="yes")
+    inputs = keras.Input((4,))
+    norm = L.LayerNormalization(name="norm")(L.Dense(4)(inputs))
+    with_norm = keras.Model(inputs, L.Dense(2)(norm))
+    with pytest.raises(ValueError, match="'norm' \\(LayerNormalization\\)"):
+        q.quantize_model(with_norm, layers_to_quantize=["norm"])
+    with pytest.warns(UserWarning, match="'norm' \\(LayerNormalization\\)"):
+        q.quantize_model(with_norm)
+
+
+def test_pruned_and_quantized_models_are_refused():
+    model = helpers.functional_mlp()
+    pruned = pruning.prune_low_magnitude(model)
+    with pytest.raises(ValueError, match="strip_pruning"):
+        q.quantize_model(pruned)
+    with pytest.raises(ValueError, match="already quantized"):
+        q.quantize_model(q.quantize_model(model))
+    with pytest.raises(ValueError, match="keras.Model"):
+        q.quantize_model(L.Dense(3))
+    with pytest.raises(ValueError, match="has not been built"):
+        q.quantize_model(helpers.SubclassedMLP())
+
+
+class ScaledMatMul(keras.layers.Layer):
+    """A custom layer that declares its quantization."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(input_shape[-1], self.units))
+        self.b = self.add_weight(shape=(self.units,), initializer="zeros")
+
+    def call(self, x):
+        return ops.matmul(x, self.w) + self.b
+
+    def get_quantize_config(self):
+        return q.LayerQuantizeConfig(
+            {"w": q.LastValueQuantizer()}, q.MovingAverageQuantizer()
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+def test_custom_layer_declares_its_quantize_config():
+    inputs = keras.Input((6,))
+    x = ScaledMatMul(8, name="custom")(inputs)
+    x = L.LayerNormalization(name="norm")(x)
+    outputs = L.Dense(3, name="logits")(x)
+    model = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match="'norm'"):
+        qat = q.quantize_model(model)
+    assert isinstance(qat.get_layer("quant_custom"), q.QuantizeWrapper)
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    litert_checks.observe(qat, x)
+    content = litert_checks.convert_qat(qat)
+    weights = litert_checks.weight_tensors(content, "FULLY_CONNECTED")
+    assert [w.dtype for w, _ in weights] == [np.int8, np.int8]
+    # The LayerNormalization is the only float island.
+    assert set(litert_checks.float_ops_inside(content)) <= {
+        "MEAN",
+        "SQUARED_DIFFERENCE",
+        "ADD",
+        "RSQRT",
+        "MUL",
+        "SUB",
+        "NEG",
+    }
+    # Not within a step of Keras: the converter runs the first MEAN of the
+    # float LayerNormalization on int8 (it inherits its input's scale),
+    # which Keras computes in float. Still close: within 10 % of the range.
+    keras_out = litert_checks.predict(qat, x)
+    diff = np.abs(keras_out - litert_checks.run(content, x))
+    assert diff.max() <= 0.1 * (keras_out.max() - keras_out.min())
+
+
+def test_quantize_configs_override_per_layer():
+    model = helpers.functional_mlp()
+    config = q.LayerQuantizeConfig(
+        {"kernel": q.LastValueQuantizer(num_bits=4)},
+        q.MovingAverageQuantizer(num_bits=8),
+    )
+    qat = q.quantize_model(model, quantize_configs={"fc2": config})
+    assert qat.get_layer("quant_fc2").quantize_config is config
+    default = qat.get_layer("quant_fc1").quantize_config
+    assert default.weight_quantizers["kernel"].num_bits == 8
+
+
+def test_annotate_and_apply_quantizes_only_annotated_layers():
+    inputs = keras.Input((6,))
+    x = q.quantize_annotate_layer(L.Dense(8, name="a"))(inputs)
+    x = L.Dense(8, name="b")(x)
+    outputs = q.quantize_annotate_layer(
+        ScaledMatMul(3, name="c"),
+        quantize_config=q.LayerQuantizeConfig(
+            {"w": q.LastValueQuantizer(num_bits=4)}, None
+        ),
+    )(x)
+    annotated = keras.Model(inputs, outputs)
+    qat = q.quantize_apply(annotated)
+    assert isinstance(qat.get_layer("quant_a").layer, L.Dense)
+    assert isinstance(qat.get_layer("b"), L.Dense)
+    c = qat.get_layer("quant_c")
+    assert c.quantize_config.weight_quantizers["w"].num_bits == 4
+    assert c._output_specs == []
+    with pytest.raises(ValueError, match="no layer annotated"):
+        q.quantize_apply(helpers.functional_mlp())
+    with pytest.raises(ValueError, match="not a model"):
+        q.quantize_annotate_layer(helpers.functional_mlp())
+
+
+def test_four_bit_weight_scheme():
+    keras.utils.set_random_seed(0)
+    model = reference_cnn(IMAGE_SHAPE, 4)
+    qat = q.quantize_model(model, scheme="experimental_4bit_weights")
+    x, _ = litert_checks.toy_images(IMAGE_SHAPE, 4, 64, seed=0)
+    litert_checks.observe(qat, x)
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    for op_name in ("CONV_2D", "FULLY_CONNECTED"):
+        for values, _ in litert_checks.weight_tensors(content, op_name):
+            assert np.abs(values.astype(int)).max() <= 7
+            assert len(np.unique(values)) <= 15
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_pruned_zeros_stay_zero_through_qat():
+    keras.utils.set_random_seed(0)
+    model, x, y = helpers.make_model("sequential")
+    pruned = pruning.prune_low_magnitude(
+        model, pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1)
+    )
+    helpers.compile_for_test(pruned)
+    pruned.fit(
+        x,
+        y,
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep()],
+    )
+    stripped = pruning.strip_pruning(pruned)
+    qat = q.quantize_model(stripped)  # preserve_sparsity=None: automatic
+    wrappers = [
+        layer for layer in qat.layers if isinstance(layer, q.QuantizeWrapper)
+    ]
+    assert all(w.preserve_sparsity for w in wrappers)
+    litert_checks.compile_and_fit(qat, x, y, epochs=2, learning_rate=1e-2)
+    for wrapper in wrappers:
+        kernel = wrapper.layer.kernel.numpy()
+        assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.02)
+        mask = wrapper.sparsity_masks[0].numpy()
+        assert np.all(kernel[mask == 0] == 0)
+    content = litert_checks.convert_qat(qat)
+    for op_name in ("CONV_2D", "FULLY_CONNECTED"):
+        for values, _ in litert_checks.weight_tensors(content, op_name):
+            assert np.mean(values == 0) >= 0.48
+    # Without it the zeros fill in.
+    plain = q.quantize_model(stripped, preserve_sparsity=False)
+    litert_checks.compile_and_fit(plain, x, y, learning_rate=1e-2)
+    kernel = plain.get_layer("quant_dense").layer.kernel.numpy()
+    assert np.mean(kernel == 0) < 0.4
+
+
+def test_untrained_ranges_are_reported():
+    model = helpers.functional_mlp()
+    qat = q.quantize_model(model)
+    assert q.is_quantization_aware(qat) and not q.is_quantization_aware(model)
+    assert "quant_fc1/output" in q.unobserved_quantizers(qat)
+    x = np.random.default_rng(0).normal(size=(8, 16)).astype("float32")
+    litert_checks.observe(qat, x)
+    assert q.unobserved_quantizers(qat) == []
+    ranges = q.observer_ranges(qat)
+    low, high = ranges["quant_fc1/output"]
+    assert low == 0.0 and high > 0.0  # ReLU output
+
+
+def test_no_quantizable_layer_raises():
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, L.LayerNormalization()(inputs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="No layer was quantized"):
+            q.quantize_model(model)
