@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
+from keras_compress.convert import _precision
 
 DEFAULT_OPSET = 17
 # tf2onnx 1.16/1.17 converts TensorFlow graphs for ONNX opsets 9-18.
@@ -123,6 +124,7 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
             f"{tf2onnx.__version__} converts to opsets {MIN_OPSET} to "
             f"{max_opset}. Use `opset=None` for {DEFAULT_OPSET}."
         )
+    model = _precision.float32_compute_copy(model)
     specs = _tensor_specs(model, dynamic_batch)
 
     @tf.function(input_signature=specs, autograph=False)

@@ -11,6 +11,7 @@ import numpy as np
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
+from keras_compress.convert import _precision
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 # Modes with integer activations, which need activation ranges.
@@ -143,6 +144,7 @@ def to_tflite(
     source = model
     if _keras_quantized.quantized_layers(model):
         model = _dequantized(model, mode)
+    model = _precision.float32_compute_copy(model)
     if sparse is None:
         sparse = kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
 

@@ -1,5 +1,6 @@
 """Verification of a converted file against the Keras model it came from."""
 
+import collections
 import dataclasses
 
 import numpy as np
@@ -29,6 +30,12 @@ class VerificationReport:
         file_format: `"tflite"` or `"onnx"`.
         num_threads: Threads of the interpreter or ONNX Runtime session
             that ran the file and timed it.
+        float_ops: For a LiteRT file, the names of its operators that
+            compute in floating point (a float32 or float16 input or
+            output), in execution order; `()` for a file with integer
+            kernels only. QUANTIZE and DEQUANTIZE ops (conversions, for
+            instance of a float input or output) are left out. `None` for
+            ONNX files.
     """
 
     keras_accuracy: float | None
@@ -42,10 +49,14 @@ class VerificationReport:
     num_samples: int
     file_format: str
     num_threads: int | None
+    float_ops: tuple | None = None
 
     def as_dict(self):
         """The report as a plain `dict` (e.g. for `json.dump`)."""
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if self.float_ops is not None:
+            data["float_ops"] = list(self.float_ops)
+        return data
 
     def __str__(self):
         def percent(value):
@@ -74,8 +85,58 @@ class VerificationReport:
                 f"  size         {self.bytes:,} bytes "
                 f"({self.gzip_bytes:,} gzipped)",
                 f"  latency      {latency} (median, batch 1{threads})",
+                f"  float ops    {_describe_float_ops(self.float_ops)}",
             ]
         )
+
+
+def _describe_float_ops(float_ops):
+    """`float_ops` for the table: a count and the names with repeats."""
+    if float_ops is None:
+        return "n/a"
+    if not float_ops:
+        return "none (integer kernels only)"
+    counts = collections.Counter(float_ops)
+    names = ", ".join(
+        name if count == 1 else f"{name} x{count}"
+        for name, count in counts.items()
+    )
+    return f"{len(float_ops)} ({names})"
+
+
+def float_ops(model_content):
+    """The operators of a LiteRT file that compute in floating point.
+
+    An operator counts if any of its inputs or outputs is float32 or
+    float16. QUANTIZE and DEQUANTIZE are conversions, not computation, and
+    are left out: in a quantized file they convert a float input or output,
+    or surround a float island whose ops are listed.
+
+    Args:
+        model_content: The flatbuffer bytes or a path to a `.tflite` file.
+
+    Returns:
+        A tuple of op names in execution order, e.g. `("MEAN", "RSQRT")`;
+        empty for a file that runs integer kernels only.
+
+    Example:
+
+    ```python
+    blob = keras_compress.convert.to_tflite(qat_model, "int8")
+    assert float_ops(blob) == ()
+    ```
+    """
+    found = []
+    for op in interpreter.op_details(model_content):
+        if op.op_name in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        dtypes = op.input_dtypes + op.output_dtypes
+        if any(dtype in _FLOAT_DTYPES for dtype in dtypes):
+            found.append(op.op_name)
+    return tuple(found)
+
+
+_FLOAT_DTYPES = ("float32", "float16")
 
 
 def verify(
@@ -198,6 +259,7 @@ def verify(
         num_samples=len(keras_pred),
         file_format=file_format,
         num_threads=num_threads,
+        float_ops=None if file_format == _files.ONNX else float_ops(content),
     )
 
 

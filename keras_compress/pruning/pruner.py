@@ -206,6 +206,8 @@ class LayerPruner:
                 "but the `keras_compress.pruning.UpdatePruningStep()` "
                 "callback is missing, so the masks would never be updated. "
                 "Add it: model.fit(..., callbacks=[kc.pruning."
-                "UpdatePruningStep()]). In a custom training loop call its "
-                "set_model(), on_train_begin() and on_train_batch_begin()."
+                "UpdatePruningStep()]), after calling compile() again (the "
+                "failed call left a half-traced train function behind). In "
+                "a custom training loop call its set_model(), "
+                "on_train_begin() and on_train_batch_begin()."
             )

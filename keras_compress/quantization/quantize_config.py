@@ -54,6 +54,15 @@ class QuantizeConfig:
         """Returns `[quantizer]` for the layer output, or `[]` for none."""
         raise NotImplementedError
 
+    def get_intermediate_quantizers(self, layer):
+        """Returns `{name: quantizer}` for tensors inside the layer.
+
+        Only layers whose computation the wrapper writes itself use them
+        (MultiHeadAttention: `"query"`, `"key"`, `"value"`, `"scores"`,
+        `"probs"`, `"attention"`). Optional; defaults to none.
+        """
+        return {}
+
     def get_config(self):
         raise NotImplementedError
 
@@ -70,9 +79,15 @@ class LayerQuantizeConfig(QuantizeConfig):
         weight_quantizers: A dict `{attribute name: Quantizer}`, e.g.
             `{"kernel": LastValueQuantizer(per_axis=True)}`. Each attribute
             of the layer must be a `keras.Variable` once built.
+            A dotted name reaches a sub-layer's weight, e.g.
+            `"query_dense.kernel"` for a MultiHeadAttention.
         output_quantizer: A `Quantizer` for the output, or None to leave
             the output as it is (for a layer whose output feeds an op that
             needs the same scale, or a pass-through layer).
+        intermediate_quantizers: Optional dict `{name: Quantizer}` for
+            tensors inside the layer, for layers whose computation the
+            wrapper writes itself (see
+            `QuantizeConfig.get_intermediate_quantizers`).
 
     Example:
 
@@ -85,7 +100,12 @@ class LayerQuantizeConfig(QuantizeConfig):
     ```
     """
 
-    def __init__(self, weight_quantizers=None, output_quantizer=None):
+    def __init__(
+        self,
+        weight_quantizers=None,
+        output_quantizer=None,
+        intermediate_quantizers=None,
+    ):
         weight_quantizers = dict(weight_quantizers or {})
         self.weight_quantizers = {
             str(name): quantizers_lib.deserialize(quantizer)
@@ -99,11 +119,17 @@ class LayerQuantizeConfig(QuantizeConfig):
                     f"{quantizer!r}."
                 )
         self.output_quantizer = quantizers_lib.deserialize(output_quantizer)
+        self.intermediate_quantizers = {
+            str(name): quantizers_lib.deserialize(quantizer)
+            for name, quantizer in dict(intermediate_quantizers or {}).items()
+        }
 
     def get_weights_and_quantizers(self, layer):
         pairs = []
         for name, quantizer in self.weight_quantizers.items():
-            variable = getattr(layer, name, None)
+            variable = layer
+            for part in name.split("."):
+                variable = getattr(variable, part, None)
             if not isinstance(variable, keras.Variable):
                 raise ValueError(
                     f"Layer '{layer.name}' ({type(layer).__name__}): its "
@@ -118,14 +144,23 @@ class LayerQuantizeConfig(QuantizeConfig):
     def get_output_quantizers(self, layer):
         return [self.output_quantizer] if self.output_quantizer else []
 
+    def get_intermediate_quantizers(self, layer):
+        return dict(self.intermediate_quantizers)
+
     def get_config(self):
-        return {
+        config = {
             "weight_quantizers": {
                 name: quantizers_lib.serialize(quantizer)
                 for name, quantizer in self.weight_quantizers.items()
             },
             "output_quantizer": quantizers_lib.serialize(self.output_quantizer),
         }
+        if self.intermediate_quantizers:
+            config["intermediate_quantizers"] = {
+                name: quantizers_lib.serialize(quantizer)
+                for name, quantizer in self.intermediate_quantizers.items()
+            }
+        return config
 
     def __repr__(self):
         return (

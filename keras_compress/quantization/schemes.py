@@ -202,6 +202,10 @@ class QuantizeScheme:
         Returns:
             A `LayerQuantizeConfig` or None.
         """
+        if isinstance(layer, L.MultiHeadAttention):
+            return self._attention_config(layer)
+        if isinstance(layer, L.LayerNormalization):
+            return self._layer_norm_config(layer)
         weights = self._weight_quantizers(layer)
         if weights is not None:
             return config_lib.LayerQuantizeConfig(
@@ -242,9 +246,57 @@ class QuantizeScheme:
             layer, (L.Conv1DTranspose, L.SeparableConv1D)
         ):
             return {"kernel": self.weight_quantizer(True, -1)}
-        if isinstance(layer, L.Dense):
+        if isinstance(layer, (L.Dense, L.EinsumDense)):
+            # EinsumDense lowers to FULLY_CONNECTED (or BATCH_MATMUL) with
+            # a reshaped kernel: per-tensor, as for Dense.
             return {"kernel": self.weight_quantizer(False)}
         return None
+
+    def _attention_config(self, layer):
+        """MultiHeadAttention: every projection and product on int8.
+
+        LiteRT runs the projections as int8 FULLY_CONNECTED, the two
+        products as int8 BATCH_MATMUL and the softmax as int8 SOFTMAX
+        (fixed output range), when each of their outputs has a range.
+        """
+        if getattr(layer, "_use_gate", False):
+            return None  # a gated attention: its GATE product is not handled
+        weights = {
+            f"{name}_dense.kernel": self.weight_quantizer(False)
+            for name in ("query", "key", "value", "output")
+        }
+        intermediates = {
+            name: self.activation_quantizer()
+            for name in ("query", "key", "value", "scores", "attention")
+        }
+        intermediates["probs"] = self.output_quantizer_for("softmax")
+        return config_lib.LayerQuantizeConfig(
+            weights, self.activation_quantizer(), intermediates
+        )
+
+    def _layer_norm_config(self, layer):
+        """LayerNormalization as int8 MEAN, SUB, MUL, ADD and RSQRT ops.
+
+        Each intermediate tensor gets its own range, so the converter keeps
+        every op on int8. Gamma and beta are quantized to 8 bits whatever
+        `weight_bits` is (LiteRT quantizes them as int8 MUL/ADD operands).
+        """
+        weights = {}
+        if layer.scale:
+            weights["gamma"] = quantizers_lib.LastValueQuantizer(8)
+        if layer.center and not layer.rms_scaling:
+            weights["beta"] = quantizers_lib.LastValueQuantizer(8)
+        names = ["squared", "variance", "variance_eps", "inv_std"]
+        if not layer.rms_scaling:
+            names = ["mean", "centered"] + names
+        if layer.scale or (layer.center and not layer.rms_scaling):
+            names.append("normalized")
+        if "gamma" in weights and "beta" in weights:
+            names.append("scaled")
+        intermediates = {name: self.activation_quantizer() for name in names}
+        return config_lib.LayerQuantizeConfig(
+            weights, self.activation_quantizer(), intermediates
+        )
 
     def get_config(self):
         return {

@@ -12,14 +12,19 @@ What one wrapper computes, in order (each step only if it applies):
 4. the output quantizer (moving-average min/max, or a fixed range after
    sigmoid/softmax/tanh).
 
-Two layers have their own computation, because the converter needs a shape
-of graph that the layer's own `call` does not give:
+Three layers have their own computation, because the converter needs a
+shape of graph that the layer's own `call` does not give:
 `SeparableConv2D` (a quantizer between its depthwise and pointwise parts,
-which LiteRT runs as two ops) and `Conv1D` (the kernel is quantized after
+which LiteRT runs as two ops), `Conv1D` (the kernel is quantized after
 it is expanded to the 2D kernel LiteRT uses; quantized before, the
-converter rejects its per-channel axis).
+converter rejects its per-channel axis) and `MultiHeadAttention` (a
+quantizer after each projection, the attention scores, the softmax and
+the weighted sum, so that LiteRT runs each of them as an int8
+FULLY_CONNECTED, BATCH_MATMUL or SOFTMAX; the query scale 1/sqrt(key_dim)
+is folded into the query projection, saving a MUL).
 """
 
+import math
 import warnings
 
 import keras
@@ -44,11 +49,15 @@ _ACTIVATION_OWNERS = (
     L.DepthwiseConv2D,
     L.SeparableConv2D,
     L.Conv2DTranspose,
+    L.EinsumDense,
 )
 
 
 def output_shape_of(layer, input_shape):
     """`layer`'s output shape, also for layers without compute_output_shape."""
+    if isinstance(layer, L.MultiHeadAttention):
+        # Shaped like the query (the first input).
+        return layer.compute_output_shape(input_shape, input_shape)
     try:
         return layer.compute_output_shape(input_shape)
     except NotImplementedError:
@@ -128,6 +137,70 @@ def _shared_concat_range(concat, inputs):
             stacklevel=4,
         )
     return None
+
+
+# The tensors inside a MultiHeadAttention that need a range.
+_ATTENTION_TENSORS = ("query", "key", "value", "scores", "probs", "attention")
+
+
+def _matmul_form(equation, input_rank):
+    """`(contracted, free)` axis counts if `equation` is a matrix product.
+
+    True for an EinsumDense equation whose contracted letters are the last
+    ones of the input, in the kernel's leading order, and whose output is
+    the other input letters followed by the kernel's free letters.
+    """
+    spec, output = equation.split("->")
+    inputs, kernel = spec.split(",")
+    if inputs.startswith("..."):
+        inputs = "." * (input_rank - 1) + inputs[3:]
+        output = "." * (input_rank - 1) + output[3:]
+    contracted = [c for c in kernel if c in inputs and c not in output]
+    n = len(contracted)
+    if not n or inputs[len(inputs) - n :] != "".join(contracted):
+        return None
+    if kernel[:n] != "".join(contracted):
+        return None
+    free = kernel[n:]
+    if output != inputs[: len(inputs) - n] + free:
+        return None
+    return n, len(free)
+
+
+def _project(inputs, equation, kernel, bias):
+    """`einsum(equation, inputs, kernel) + bias`, as a 2D matrix product
+    when the equation allows it.
+
+    The converter fuses a bias into FULLY_CONNECTED only when the product
+    and the bias are 2D; an einsum with several output axes (the
+    projections of MultiHeadAttention) otherwise becomes a
+    FULLY_CONNECTED, a RESHAPE and a separate float ADD.
+    """
+    kernel = ops.cast(kernel, inputs.dtype)
+    form = _matmul_form(equation, len(inputs.shape))
+    if form is None:
+        outputs = ops.einsum(equation, inputs, kernel)
+        if bias is not None:
+            outputs = outputs + ops.cast(bias, outputs.dtype)
+        return outputs
+    contracted, free = form
+    kernel_shape = tuple(kernel.shape)
+    depth = math.prod(kernel_shape[:contracted])
+    free_shape = kernel_shape[contracted:]
+    width = math.prod(free_shape)
+    outputs = ops.matmul(
+        ops.reshape(inputs, (-1, depth)), ops.reshape(kernel, (depth, width))
+    )
+    if bias is not None:
+        bias = ops.broadcast_to(ops.cast(bias, outputs.dtype), free_shape)
+        outputs = outputs + ops.reshape(bias, (width,))
+    batch_shape = tuple(inputs.shape[: len(inputs.shape) - contracted])
+    if all(d is not None for d in batch_shape[1:]):
+        shape = (-1,) + batch_shape[1:] + free_shape
+    else:
+        dynamic = ops.shape(inputs)[: len(batch_shape)]
+        shape = tuple(dynamic) + free_shape
+    return ops.reshape(outputs, shape)
 
 
 def _is_conv1d(layer):
@@ -261,6 +334,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self._output_specs = []
         self._pre_activation_spec = None
         self._intermediate_spec = None
+        self._intermediate_specs = {}
         self._masks = []
         self._range_source = None
 
@@ -330,6 +404,25 @@ class QuantizeWrapper(keras.layers.Wrapper):
             state = quantizer.build(None, "depthwise_output", self)
             self._intermediate_spec = (quantizer, state)
 
+        self._intermediate_specs = {}
+        getter = getattr(
+            self.quantize_config, "get_intermediate_quantizers", None
+        )
+        for name, quantizer in (getter(layer) if getter else {}).items():
+            state = quantizer.build(None, name, self)
+            self._intermediate_specs[name] = (quantizer, state)
+        if isinstance(layer, L.MultiHeadAttention):
+            missing = sorted(
+                set(_ATTENTION_TENSORS) - set(self._intermediate_specs)
+            )
+            if missing:
+                raise ValueError(
+                    f"The quantize config of MultiHeadAttention "
+                    f"'{layer.name}' has no intermediate quantizers for "
+                    f"{missing}: LiteRT needs a range for each of "
+                    f"{list(_ATTENTION_TENSORS)}."
+                )
+
         self._masks = []
         if self.preserve_sparsity:
             for variable, _, _ in self._weight_specs:
@@ -359,7 +452,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     # The forward pass.
 
-    def call(self, inputs, training=None, **kwargs):
+    def call(self, inputs, *args, training=None, **kwargs):
         training = bool(training)
         layer = self.layer
         values = {}
@@ -369,8 +462,21 @@ class QuantizeWrapper(keras.layers.Wrapper):
         folded = None
         if scale is not None:
             folded = getattr(layer, folding.folded_weight_name(layer))
+        attention_scale = None
+        if isinstance(layer, L.MultiHeadAttention):
+            attention_scale = layer._inverse_sqrt_key_dim
+            bias = layer.query_dense.bias
+            if bias is not None:
+                values[id(bias)] = (
+                    ops.cast(ops.convert_to_tensor(bias), "float32")
+                    * attention_scale
+                )
         for variable, quantizer, state in self._weight_specs:
             weight = self._prepare(variable, folded, scale)
+            if attention_scale is not None and (
+                variable is layer.query_dense.kernel
+            ):
+                weight = weight * attention_scale
             values[id(variable)] = quantizer(weight, training, state)
         if folded is not None and id(folded) not in values:
             values[id(folded)] = self._prepare(folded, folded, scale)
@@ -388,8 +494,18 @@ class QuantizeWrapper(keras.layers.Wrapper):
             outputs = self._separable_conv(inputs, values, training)
         elif _is_conv1d(layer):
             outputs = self._conv1d(inputs, values)
+        elif isinstance(layer, L.Dense) and len(inputs.shape) > 2:
+            outputs = self._project_dense(inputs, values)
+        elif isinstance(layer, L.LayerNormalization):
+            outputs = self._layer_norm(inputs, values, training)
+        elif isinstance(layer, L.MultiHeadAttention):
+            outputs = self._attention(
+                inputs, *args, values=values, training=training, **kwargs
+            )
         else:
-            outputs = self._stateless_call(inputs, values, training, kwargs)
+            outputs = self._stateless_call(
+                inputs, args, values, training, kwargs
+            )
         if extra_bias is not None:
             outputs = outputs + ops.cast(extra_bias, outputs.dtype)
 
@@ -425,7 +541,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             weight = ops.expand_dims(weight, 0)
         return weight
 
-    def _stateless_call(self, inputs, values, training, kwargs):
+    def _stateless_call(self, inputs, args, values, training, kwargs):
         """Runs the layer's own code with `values` for some variables."""
         layer = self.layer
         if layer._call_has_training_arg:
@@ -435,15 +551,15 @@ class QuantizeWrapper(keras.layers.Wrapper):
         call = getattr(layer, ORIGINAL_CALL, None)
         if not values:
             return (
-                layer(inputs, **kwargs)
+                layer(inputs, *args, **kwargs)
                 if call is None
-                else call(inputs, **kwargs)
+                else call(inputs, *args, **kwargs)
             )
         mapping = [
             (v, values[id(v)]) for v in layer.variables if id(v) in values
         ]
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = (call or layer.call)(inputs, **kwargs)
+            outputs = (call or layer.call)(inputs, *args, **kwargs)
         # Keep state updates a custom layer makes in call().
         for variable in layer.non_trainable_variables:
             if id(variable) not in values:
@@ -508,6 +624,140 @@ class QuantizeWrapper(keras.layers.Wrapper):
         )
         return self._add_bias(outputs, values)
 
+    def _attention(
+        self,
+        query,
+        value,
+        key=None,
+        query_mask=None,
+        value_mask=None,
+        key_mask=None,
+        attention_mask=None,
+        return_attention_scores=False,
+        use_causal_mask=False,
+        *,
+        values,
+        training,
+    ):
+        """MultiHeadAttention with a quantizer after each int8 op.
+
+        Computes what `MultiHeadAttention.call` computes (without its fused
+        `dot_product_attention` path, which the converter cannot quantize),
+        with the query scale folded into the query projection.
+        """
+        layer = self.layer
+        if return_attention_scores:
+            raise ValueError(
+                f"MultiHeadAttention '{layer.name}': quantization-aware "
+                "training does not support return_attention_scores=True. "
+                "Leave the layer float (quantize_model(..., "
+                "layers_to_quantize=...)) to get the scores."
+            )
+        if key is None:
+            key = value
+        # The Keras masks of the inputs, as MultiHeadAttention.call reads
+        # them.
+        query_mask = getattr(query, "_keras_mask", query_mask)
+        attention_mask = layer._compute_attention_mask(
+            query,
+            value,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
+            attention_mask=attention_mask,
+            use_causal_mask=use_causal_mask,
+        )
+        specs = self._intermediate_specs
+
+        def quantize(name, tensor):
+            quantizer, state = specs[name]
+            return quantizer(tensor, training, state)
+
+        def project(dense, tensor):
+            return _project(
+                tensor,
+                dense.equation,
+                self._weight(values, dense.kernel),
+                None
+                if dense.bias is None
+                else self._weight(values, dense.bias),
+            )
+
+        query = quantize("query", project(layer.query_dense, query))
+        key = quantize("key", project(layer.key_dense, key))
+        value = quantize("value", project(layer.value_dense, value))
+        scores = ops.einsum(layer._dot_product_equation, key, query)
+        scores = quantize("scores", scores)
+        probs = quantize("probs", layer._masked_softmax(scores, attention_mask))
+        if layer._dropout > 0.0:
+            probs = layer._dropout_layer(probs, training=training)
+        outputs = ops.einsum(layer._combine_equation, probs, value)
+        outputs = quantize("attention", outputs)
+        return project(layer.output_dense, outputs)
+
+    def _project_dense(self, inputs, values):
+        """A Dense layer on inputs of rank > 2, as one matrix product.
+
+        Keras's batched matmul converts to FULLY_CONNECTED followed by a
+        separate float ADD of the bias; on a 2D view of the inputs the
+        bias is fused into the int8 FULLY_CONNECTED.
+        """
+        layer = self.layer
+        if getattr(layer, "lora_enabled", False):
+            return self._stateless_call(inputs, (), values, False, {})
+        outputs = _project(
+            inputs,
+            "...i,io->...o",
+            self._weight(values, layer.kernel),
+            self._weight(values, layer.bias) if layer.use_bias else None,
+        )
+        if layer.activation is not None:
+            outputs = layer.activation(outputs)
+        return outputs
+
+    def _layer_norm(self, inputs, values, training):
+        """LayerNormalization with a quantizer after each int8 op.
+
+        LiteRT runs `ops.layer_normalization` as MEAN, SQUARED_DIFFERENCE,
+        RSQRT, MUL and ADD ops, each on int8 only if its output has a
+        range. Computed step by step, with a quantizer after each step.
+        """
+        layer = self.layer
+        specs = self._intermediate_specs
+
+        def quantize(name, tensor):
+            if name not in specs:
+                return tensor
+            quantizer, state = specs[name]
+            return quantizer(tensor, training, state)
+
+        x = ops.cast(inputs, "float32")
+        axis = layer.axis
+        if not layer.rms_scaling:
+            mean = quantize("mean", ops.mean(x, axis=axis, keepdims=True))
+            x = quantize("centered", x - mean)
+        squared = quantize("squared", x * x)
+        variance = quantize(
+            "variance", ops.mean(squared, axis=axis, keepdims=True)
+        )
+        variance = quantize("variance_eps", variance + layer.epsilon)
+        inv_std = quantize("inv_std", ops.rsqrt(variance))
+        outputs = x * inv_std
+        shape = [1] * len(x.shape)
+        for a in axis if isinstance(axis, (list, tuple)) else [axis]:
+            shape[a] = x.shape[a]
+        if layer.scale:
+            outputs = quantize("normalized", outputs)
+            gamma = ops.cast(self._weight(values, layer.gamma), "float32")
+            outputs = outputs * ops.reshape(gamma, shape)
+        if layer.center and not layer.rms_scaling:
+            outputs = quantize(
+                "scaled" if layer.scale else "normalized", outputs
+            )
+            beta = ops.cast(self._weight(values, layer.beta), "float32")
+            outputs = outputs + ops.reshape(beta, shape)
+        return ops.cast(outputs, inputs.dtype)
+
     def _add_bias(self, outputs, values):
         layer = self.layer
         if not layer.use_bias:
@@ -541,6 +791,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
             specs.append(("pre_activation", self._pre_activation_spec))
         if self._intermediate_spec is not None:
             specs.append(("depthwise_output", self._intermediate_spec))
+        specs.extend(self._intermediate_specs.items())
         return [
             (f"{self.name}/{name}", state["min"], state["max"])
             for name, (_, state) in specs

@@ -181,6 +181,15 @@ def test_missing_update_pruning_step_callback_raises():
     pruned.compile("adam", "mse")
     with pytest.raises(RuntimeError, match="UpdatePruningStep"):
         pruned.fit(np.ones((8, 8)), np.ones((8, 4)), verbose=0)
+    # The recovery the message gives works.
+    pruned.compile("adam", "mse")
+    pruned.fit(
+        np.ones((8, 8)),
+        np.ones((8, 4)),
+        verbose=0,
+        callbacks=[pruning.UpdatePruningStep()],
+    )
+    assert int(pruning.get_pruners(pruned)[0].step.numpy()) == 0
 
 
 def test_wrapper_rejects_layer_without_prunable_weights():

@@ -1,0 +1,679 @@
+"""`Distiller`: a `keras.Model` that trains a student to imitate a teacher.
+
+The API is that of the keras.io "Knowledge Distillation" example
+(`Distiller(student, teacher)`, `compile(optimizer, metrics,
+student_loss_fn, distillation_loss_fn, alpha, temperature)`), which is what
+most users know. It is built like Keras 3's `keras.distillation.Distiller`
+(a `Model` overriding `call` and `compute_loss`, so `fit`, `evaluate`,
+`predict`, callbacks and `tf.distribute` work unchanged) but is not a
+subclass of it, because most of what that class does has to differ here:
+
+- its default logits loss compares temperature-scaled logits, not softened
+  probabilities (see `losses.py`); ours is T² · KL on probabilities;
+- it freezes the teacher by setting `teacher.trainable = False` on the
+  user's model; ours leaves the teacher object alone and only keeps its
+  variables out of the trainable set;
+- with feature distillation it runs the student twice per step (once for
+  the prediction, once for the features); ours runs it once;
+- it has no projection between features of different widths, and drops the
+  student's regularization losses (`compute_loss` ignores `self.losses`).
+"""
+
+import math
+
+import keras
+from keras import ops
+
+# The per-replica loss scaling Keras applies under `tf.distribute` (every
+# `keras.losses.Loss` divides by the number of replicas); Keras does not
+# export the inverse, which the loss trackers need to report true values.
+from keras.src.losses.loss import unscale_loss_for_distribution
+
+from keras_compress import rewrite
+from keras_compress.distillation import features as features_lib
+from keras_compress.distillation import losses as losses_lib
+from keras_compress.mixed_precision import loss_scaling
+from keras_compress.pruning import prune_api
+
+_PACKAGE = "keras_compress"
+
+
+class _Slot:
+    """A holder that Keras's attribute tracking leaves alone."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+
+def _check_model(model, argument):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`{argument}` must be a keras.Model; received "
+            f"{type(model).__name__}: {model!r}."
+        )
+    rewrite.check_built(model, argument)
+
+
+def _single_input(model):
+    # A one-input Functional model called with a bare tensor warns when its
+    # inputs are given as a list; several inputs keep their structure.
+    if len(model.inputs) == 1:
+        return model.inputs[0]
+    return model.input
+
+
+def _output_shape(model, argument):
+    """The model's output shape, or None if it cannot be known before data."""
+    outputs = getattr(model, "outputs", None)
+    if outputs is None:
+        build_config = model.get_build_config() or {}
+        input_shape = build_config.get("input_shape")
+        if input_shape is None:
+            return None
+        try:
+            spec = model.compute_output_spec(
+                keras.tree.map_shape_structure(
+                    lambda shape: keras.KerasTensor(shape), input_shape
+                )
+            )
+        except Exception:  # noqa: BLE001 - any failure: check at run time
+            return None
+        outputs = keras.tree.flatten(spec)
+    if len(outputs) != 1:
+        raise ValueError(
+            f"Distiller supports a {argument} with one output (logits); "
+            f"`{argument}` '{model.name}' has {len(outputs)} outputs."
+        )
+    return tuple(outputs[0].shape)
+
+
+def _compatible(shape_a, shape_b):
+    return len(shape_a) == len(shape_b) and all(
+        a is None or b is None or a == b for a, b in zip(shape_a, shape_b)
+    )
+
+
+def _check_fraction(value, argument):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= value <= 1.0
+    ):
+        raise ValueError(
+            f"`{argument}` must be a number in [0, 1] (the weight of the "
+            f"student's own loss); received {argument}={value!r}."
+        )
+    return float(value)
+
+
+def _find_layer(model, name, role):
+    """The top-level layer `name` of `model`, or of a pruning wrapper."""
+    if not rewrite.is_graph_model(model):
+        raise ValueError(
+            f"FeatureDistillation names {role} layer {name!r}, but the "
+            f"{role} '{model.name}' is a subclassed {type(model).__name__}, "
+            "whose intermediate outputs cannot be read. Use a Functional or "
+            f"Sequential {role}, or {role}_layer=None for its output."
+        )
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+    for layer in model.layers:
+        # A pruned (or otherwise wrapped) student keeps its original names
+        # on the inner layers: accept those too.
+        if isinstance(layer, keras.layers.Wrapper) and layer.layer.name == name:
+            return layer
+    names = [layer.name for layer in model.layers]
+    raise ValueError(
+        f"FeatureDistillation: the {role} '{model.name}' has no layer named "
+        f"{name!r}. Its layers are {names}."
+    )
+
+
+def _symbolic_output(layer, role):
+    try:
+        return layer.output
+    except (AttributeError, ValueError) as error:
+        raise ValueError(
+            f"FeatureDistillation: cannot read the output of {role} layer "
+            f"'{layer.name}': it is used more than once (or never) in the "
+            f"model. Pick a layer called exactly once. ({error})"
+        ) from error
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Distiller(keras.Model):
+    """Trains `student` on labels and on the outputs of a frozen `teacher`.
+
+    The loss minimized by `fit` is
+
+        alpha * student_loss_fn(y, student(x))
+        + (1 - alpha) * distillation_loss(teacher(x), student(x))
+        + sum(w_i * feature_loss_i)  + the student's regularization losses
+
+    where the default distillation loss is
+    `T² · KL(softmax(teacher / T) ‖ softmax(student / T))`
+    (`SoftTargetKLDivergence`). The teacher always runs with
+    `training=False` and its variables are never updated (the teacher model
+    object itself is not modified). `call` runs the student, so `predict`
+    and the compiled metrics see the student; `fit` and `evaluate` also
+    report `student_loss`, `distillation_loss` (and `feature_loss`).
+
+    After training, `distiller.student` is the trained model to save, strip
+    (`kc.pruning.strip_pruning`) and convert. The `Distiller` itself saves
+    to `.keras` too (with student, teacher, projections and compile
+    arguments).
+
+    A pruned student works as is: pass `kc.pruning.UpdatePruningStep()` to
+    `distiller.fit(...)`; it finds the student's pruned layers inside the
+    Distiller.
+
+    Args:
+        student: The built `keras.Model` to train. It must output logits.
+        teacher: A built, trained `keras.Model` with logits of the same
+            shape as the student's.
+        feature_distillations: Optional `FeatureDistillation` terms (or a
+            single one) that match intermediate layers of the two models,
+            each with its weight and, when the widths differ, a learned
+            projection of the student's features.
+        name: Name of the model.
+        **kwargs: Base `keras.Model` arguments.
+
+    Example:
+
+    ```python
+    distiller = kc.distillation.Distiller(student=student, teacher=teacher)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy()],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True),
+        alpha=0.1,
+        temperature=3,
+    )
+    distiller.fit(x_train, y_train, epochs=3)
+    distiller.evaluate(x_test, y_test)
+    distiller.student.save("student.keras")
+    ```
+    """
+
+    def __init__(
+        self,
+        student,
+        teacher,
+        feature_distillations=None,
+        name="distiller",
+        **kwargs,
+    ):
+        super().__init__(name=name, **kwargs)
+        _check_model(student, "student")
+        _check_model(teacher, "teacher")
+        if student is teacher:
+            raise ValueError(
+                "`student` and `teacher` are the same model "
+                f"('{student.name}'); the student must be a separate model."
+            )
+        if prune_api.get_pruners(teacher):
+            # UpdatePruningStep would find the teacher's pruned layers too
+            # and keep changing its masks and weights during distillation.
+            raise ValueError(
+                f"The teacher '{teacher.name}' has pruning wrappers. Strip "
+                "them first: teacher = kc.pruning.strip_pruning(teacher)."
+            )
+        teacher_shape = _output_shape(teacher, "teacher")
+        student_shape = _output_shape(student, "student")
+        if (
+            teacher_shape is not None
+            and student_shape is not None
+            and not _compatible(teacher_shape[1:], student_shape[1:])
+        ):
+            raise ValueError(
+                "Teacher and student outputs must have the same shape (the "
+                f"same logits); teacher '{teacher.name}' outputs "
+                f"{teacher_shape}, student '{student.name}' outputs "
+                f"{student_shape}."
+            )
+        self.student = student
+        self.teacher = teacher
+
+        if feature_distillations is None:
+            feature_distillations = []
+        elif isinstance(
+            feature_distillations, features_lib.FeatureDistillation
+        ):
+            feature_distillations = [feature_distillations]
+        terms = []
+        for term in feature_distillations:
+            if isinstance(term, dict):
+                term = keras.saving.deserialize_keras_object(term)
+            if not isinstance(term, features_lib.FeatureDistillation):
+                raise ValueError(
+                    "`feature_distillations` must hold "
+                    "kc.distillation.FeatureDistillation objects; received "
+                    f"{term!r}."
+                )
+            terms.append(term)
+        self._terms = terms
+        self.projections = self._build_feature_extraction(terms)
+
+        self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+        self.distillation_loss_tracker = keras.metrics.Mean(
+            name="distillation_loss"
+        )
+        self.feature_loss_tracker = (
+            keras.metrics.Mean(name="feature_loss") if terms else None
+        )
+        # The student's features of the last forward pass, so that
+        # `compute_loss` does not run the student a second time.
+        self._pending = _Slot()
+        self._reset_compile_arguments()
+        self.built = True
+
+    # Construction helpers.
+
+    def _build_feature_extraction(self, terms):
+        """Creates the feature extractors and projections for `terms`."""
+        teacher_features = []  # symbolic outputs, in extractor order
+        student_features = []
+        self._teacher_index = []  # per term: index in extractor, None=output
+        self._student_index = []
+        projections = []
+        for position, term in enumerate(terms):
+            indices = []
+            shapes = []
+            for role, model, name, tensors in (
+                ("teacher", self.teacher, term.teacher_layer, teacher_features),
+                ("student", self.student, term.student_layer, student_features),
+            ):
+                if name is None:
+                    indices.append(None)
+                    shapes.append(_output_shape(model, role))
+                    continue
+                output = _symbolic_output(_find_layer(model, name, role), role)
+                indices.append(len(tensors))
+                tensors.append(output)
+                shapes.append(tuple(output.shape))
+            self._teacher_index.append(indices[0])
+            self._student_index.append(indices[1])
+            projections.append(self._make_projection(position, term, *shapes))
+
+        self._teacher_extractor = _Slot()
+        self._student_extractor = _Slot()
+        for slot, model, tensors in (
+            (self._teacher_extractor, self.teacher, teacher_features),
+            (self._student_extractor, self.student, student_features),
+        ):
+            if tensors:
+                slot.value = keras.Model(
+                    _single_input(model),
+                    {"output": model.outputs[0], "features": tensors},
+                    name=f"{model.name}_features",
+                )
+        return projections
+
+    def _make_projection(self, position, term, teacher_shape, student_shape):
+        if teacher_shape is None or student_shape is None:
+            if term.projection == "always":
+                raise ValueError(
+                    f"FeatureDistillation {term.name}: projection='always' "
+                    "needs known feature shapes; use Functional or "
+                    "Sequential models."
+                )
+            return None
+        if len(teacher_shape) != len(student_shape) or not _compatible(
+            teacher_shape[1:-1], student_shape[1:-1]
+        ):
+            raise ValueError(
+                f"FeatureDistillation {term.name}: the teacher features have "
+                f"shape {teacher_shape} and the student features "
+                f"{student_shape}; all axes but the last (channels) must "
+                "match. Choose layers at the same spatial resolution."
+            )
+        teacher_width, student_width = teacher_shape[-1], student_shape[-1]
+        if term.projection == "never" or (
+            term.projection == "auto" and teacher_width == student_width
+        ):
+            if teacher_width != student_width:
+                raise ValueError(
+                    f"FeatureDistillation {term.name}: the teacher features "
+                    f"have {teacher_width} channels and the student features "
+                    f"{student_width}, and projection='never'. Use "
+                    "projection='auto' to learn a projection."
+                )
+            return None
+        projection = keras.layers.Dense(
+            teacher_width, name=f"feature_projection_{position}"
+        )
+        projection.build(student_shape)
+        return projection
+
+    # Training.
+
+    def _reset_compile_arguments(self):
+        self.alpha = 0.1
+        self.temperature = 3.0
+        self.student_loss_fn = None
+        self.distillation_loss_fn = None
+        self._distillation_on_logits = True
+        self._compile_arguments = None
+
+    def compile(
+        self,
+        optimizer="adam",
+        metrics=None,
+        student_loss_fn=None,
+        distillation_loss_fn=None,
+        alpha=0.1,
+        temperature=3,
+        loss=None,
+        **kwargs,
+    ):
+        """Configures the distillation (the keras.io `Distiller` arguments).
+
+        Args:
+            optimizer: Optimizer for the student (name or instance). When
+                the student computes in float16 (`mixed_float16`) it is
+                wrapped in a `keras.optimizers.LossScaleOptimizer`.
+            metrics: Metrics of the student's predictions against `y`.
+            student_loss_fn: Loss between labels and student logits, e.g.
+                `keras.losses.SparseCategoricalCrossentropy(from_logits=
+                True)`. Required when `alpha > 0`.
+            distillation_loss_fn: `None` (default) for
+                `SoftTargetKLDivergence(temperature)` on the logits. Any
+                other loss follows the keras.io example: it is given
+                `softmax(teacher / T)` and `softmax(student / T)` and its
+                value is multiplied by T² (so `keras.losses.KLDivergence()`
+                gives the same loss as the default).
+            alpha: Weight of the student loss in [0, 1]; the distillation
+                loss gets `1 - alpha`.
+            temperature: Softening temperature `T` > 0.
+            loss: Same as `student_loss_fn` (the Keras name); give one.
+            **kwargs: Other `keras.Model.compile` arguments
+                (`run_eagerly`, `jit_compile`, `steps_per_execution`, ...).
+        """
+        if loss is not None:
+            if student_loss_fn is not None:
+                raise ValueError(
+                    "Pass the student loss once: either `student_loss_fn` or "
+                    f"`loss`; received student_loss_fn={student_loss_fn!r} "
+                    f"and loss={loss!r}."
+                )
+            student_loss_fn = loss
+        alpha = _check_fraction(alpha, "alpha")
+        temperature = losses_lib.check_temperature(temperature)
+        if student_loss_fn is None and alpha > 0:
+            raise ValueError(
+                f"alpha={alpha} weights the student's own loss, but no "
+                "`student_loss_fn` was given. Pass one (e.g. keras.losses."
+                "SparseCategoricalCrossentropy(from_logits=True)), or "
+                "alpha=0 to learn from the teacher alone."
+            )
+        student_loss = (
+            None
+            if student_loss_fn is None
+            else losses_lib.get_loss(student_loss_fn, "student_loss_fn")
+        )
+        on_logits = True
+        if distillation_loss_fn is None:
+            distillation_loss = losses_lib.SoftTargetKLDivergence(temperature)
+        elif isinstance(
+            distillation_loss_fn, losses_lib.SoftTargetKLDivergence
+        ):
+            if distillation_loss_fn.temperature != temperature:
+                raise ValueError(
+                    "distillation_loss_fn is a SoftTargetKLDivergence with "
+                    f"temperature={distillation_loss_fn.temperature}, but "
+                    f"compile() got temperature={temperature}. Give the "
+                    "same value, or leave distillation_loss_fn=None."
+                )
+            distillation_loss = distillation_loss_fn
+        else:
+            distillation_loss = losses_lib.get_loss(
+                distillation_loss_fn, "distillation_loss_fn"
+            )
+            on_logits = False
+
+        if (
+            kwargs.get("auto_scale_loss", True)
+            and optimizer is not None
+            and loss_scaling.needs_loss_scaling(self.student)
+        ):
+            # Keras only wraps the optimizer when the *outer* model's policy
+            # is mixed_float16; here it is the student that computes in
+            # float16, and its small gradients would underflow.
+            optimizer = loss_scaling.loss_scale_optimizer(
+                optimizer, "mixed_float16"
+            )
+
+        super().compile(
+            optimizer=optimizer, loss=None, metrics=metrics, **kwargs
+        )
+        self.alpha = alpha
+        self.temperature = temperature
+        self.student_loss_fn = student_loss
+        self.distillation_loss_fn = distillation_loss
+        self._distillation_on_logits = on_logits
+        # The arguments as given, for get_compile_config().
+        self._compile_arguments = {
+            "student_loss_fn": student_loss_fn,
+            "distillation_loss_fn": distillation_loss_fn,
+            "alpha": alpha,
+            "temperature": temperature,
+        }
+
+    def call(self, inputs, training=None):
+        extractor = self._student_extractor.value
+        if extractor is None:
+            return self.student(inputs, training=training)
+        # The extractor shares the student's layers: one forward pass gives
+        # the logits and the features that `compute_loss` needs.
+        outputs = extractor(inputs, training=training)
+        logits = outputs["output"]
+        self._pending.value = (logits, outputs["features"])
+        return logits
+
+    def _student_features(self, x, y_pred, training):
+        extractor = self._student_extractor.value
+        if extractor is None:
+            return []
+        pending, self._pending.value = self._pending.value, None
+        # Use the features of the forward pass that produced `y_pred`; any
+        # other case (compute_loss called directly, a stale pass from
+        # predict) runs the student again.
+        if pending is not None and pending[0] is y_pred:
+            return pending[1]
+        return extractor(x, training=training)["features"]
+
+    def _teacher_outputs(self, x):
+        extractor = self._teacher_extractor.value
+        if extractor is None:
+            logits, features = self.teacher(x, training=False), []
+        else:
+            outputs = extractor(x, training=False)
+            logits, features = outputs["output"], outputs["features"]
+        stop = ops.stop_gradient
+        return stop(logits), [stop(feature) for feature in features]
+
+    def _distillation_loss(self, teacher_logits, student_logits, sample_weight):
+        if self._distillation_on_logits:
+            return self.distillation_loss_fn(
+                teacher_logits, student_logits, sample_weight=sample_weight
+            )
+        # keras.io semantics: the loss compares softened probabilities and
+        # is scaled by T² to keep its gradients comparable across T.
+        temperature = self.temperature
+
+        def soften(logits):
+            return ops.softmax(ops.cast(logits, "float32") / temperature)
+
+        value = self.distillation_loss_fn(
+            soften(teacher_logits),
+            soften(student_logits),
+            sample_weight=sample_weight,
+        )
+        return value * (temperature**2)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        if self.distillation_loss_fn is None:
+            raise RuntimeError(
+                f"Distiller '{self.name}' must be compiled before training or "
+                "evaluation: call distiller.compile(optimizer, metrics, "
+                "student_loss_fn, ...)."
+            )
+        if y_pred is None:
+            y_pred = self(x, training=training)
+        student_features = self._student_features(x, y_pred, training)
+        teacher_logits, teacher_features = self._teacher_outputs(x)
+
+        zero = ops.zeros((), dtype="float32")
+        student_loss = zero
+        if self.alpha > 0:
+            if y is None:
+                raise ValueError(
+                    f"alpha={self.alpha} weights the student's own loss, "
+                    "which needs labels, but the data has no targets. Pass "
+                    "(x, y), or compile with alpha=0."
+                )
+            student_loss = self.student_loss_fn(
+                y, y_pred, sample_weight=sample_weight
+            )
+        distillation_loss = zero
+        if self.alpha < 1:
+            distillation_loss = self._distillation_loss(
+                teacher_logits, y_pred, sample_weight
+            )
+        total = self.alpha * ops.cast(student_loss, "float32") + (
+            1.0 - self.alpha
+        ) * ops.cast(distillation_loss, "float32")
+
+        feature_loss = zero
+        for index, term in enumerate(self._terms):
+            t_index = self._teacher_index[index]
+            s_index = self._student_index[index]
+            teacher = (
+                teacher_logits if t_index is None else teacher_features[t_index]
+            )
+            student = y_pred if s_index is None else student_features[s_index]
+            projection = self.projections[index]
+            if projection is not None:
+                student = projection(student)
+            value = term.loss_fn(
+                ops.cast(teacher, "float32"),
+                ops.cast(student, "float32"),
+                sample_weight=sample_weight,
+            )
+            feature_loss = feature_loss + term.weight * ops.cast(
+                value, "float32"
+            )
+        total = total + feature_loss
+
+        # Regularization losses of the student and projections only: the
+        # teacher's would add a constant that no step can lower.
+        extra = list(self.student.losses)
+        for projection in self.projections:
+            if projection is not None:
+                extra.extend(projection.losses)
+        for loss in extra:
+            total = total + ops.cast(
+                self._aggregate_additional_loss(loss), "float32"
+            )
+
+        self.student_loss_tracker.update_state(
+            unscale_loss_for_distribution(student_loss)
+        )
+        self.distillation_loss_tracker.update_state(
+            unscale_loss_for_distribution(distillation_loss)
+        )
+        if self.feature_loss_tracker is not None:
+            self.feature_loss_tracker.update_state(
+                unscale_loss_for_distribution(feature_loss)
+            )
+        return total
+
+    # The teacher is frozen here, not by setting `teacher.trainable = False`
+    # on the user's model: its variables are reported as non-trainable by
+    # the Distiller, so neither the optimizer nor the gradient tape sees
+    # them.
+
+    def _teacher_variable_ids(self):
+        return {id(variable) for variable in self.teacher.variables}
+
+    @property
+    def trainable_weights(self):
+        frozen = self._teacher_variable_ids()
+        return [v for v in super().trainable_weights if id(v) not in frozen]
+
+    @property
+    def non_trainable_weights(self):
+        if not self.trainable:
+            return super().non_trainable_weights
+        frozen = self._teacher_variable_ids()
+        teacher = [v for v in super().trainable_weights if id(v) in frozen]
+        return super().non_trainable_weights + teacher
+
+    @property
+    def trainable_variables(self):
+        frozen = self._teacher_variable_ids()
+        return [v for v in super().trainable_variables if id(v) not in frozen]
+
+    @property
+    def non_trainable_variables(self):
+        if not self.trainable:
+            return super().non_trainable_variables
+        frozen = self._teacher_variable_ids()
+        teacher = [v for v in super().trainable_variables if id(v) in frozen]
+        return super().non_trainable_variables + teacher
+
+    # Serialization.
+
+    @property
+    def feature_distillations(self):
+        """The `FeatureDistillation` terms, in order."""
+        return list(self._terms)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "student": keras.saving.serialize_keras_object(self.student),
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "feature_distillations": [
+                keras.saving.serialize_keras_object(term)
+                for term in self._terms
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        student = keras.saving.deserialize_keras_object(
+            config.pop("student"), custom_objects=custom_objects
+        )
+        teacher = keras.saving.deserialize_keras_object(
+            config.pop("teacher"), custom_objects=custom_objects
+        )
+        terms = [
+            keras.saving.deserialize_keras_object(
+                term, custom_objects=custom_objects
+            )
+            for term in config.pop("feature_distillations", [])
+        ]
+        return cls(student, teacher, feature_distillations=terms, **config)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if not config or self._compile_arguments is None:
+            return config
+        config = dict(config)
+        config.pop("loss", None)
+        for key, value in self._compile_arguments.items():
+            config[key] = keras.saving.serialize_keras_object(value)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None and self.built:
+            self.optimizer.build(self.trainable_variables)

@@ -1,0 +1,54 @@
+"""Tiny teacher/student pairs and data for the distillation tests."""
+
+import keras
+import numpy as np
+
+INPUT_SHAPE = (8, 8, 1)
+NUM_CLASSES = 3
+
+
+def teacher_model():
+    """A small CNN with named layers (logits out)."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            keras.layers.Conv2D(6, 3, activation="relu", name="t_conv"),
+            keras.layers.MaxPooling2D(name="t_pool"),
+            keras.layers.Flatten(name="t_flatten"),
+            keras.layers.Dense(16, activation="relu", name="t_hidden"),
+            keras.layers.Dense(NUM_CLASSES, name="t_logits"),
+        ],
+        name="teacher",
+    )
+
+
+def student_model(hidden=8):
+    """A Functional student narrower than the teacher."""
+    inputs = keras.Input(INPUT_SHAPE)
+    x = keras.layers.Conv2D(3, 3, activation="relu", name="s_conv")(inputs)
+    x = keras.layers.MaxPooling2D(name="s_pool")(x)
+    x = keras.layers.Flatten(name="s_flatten")(x)
+    x = keras.layers.Dense(hidden, activation="relu", name="s_hidden")(x)
+    outputs = keras.layers.Dense(NUM_CLASSES, name="s_logits")(x)
+    return keras.Model(inputs, outputs, name="student")
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, *INPUT_SHAPE)).astype("float32")
+    y = rng.integers(0, NUM_CLASSES, size=n)
+    return x, y
+
+
+def sparse_ce():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def compile_distiller(distiller, **kwargs):
+    kwargs.setdefault("student_loss_fn", sparse_ce())
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],
+        **kwargs,
+    )
+    return distiller

@@ -1,0 +1,238 @@
+"""The Distiller model: training, metrics, freezing, bad input, saving."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compress import distillation
+from tests import helpers
+from tests.distillation import common
+
+
+def _weights(model):
+    return [np.array(w) for w in model.get_weights()]
+
+
+def _assert_same(before, after):
+    assert len(before) == len(after)
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_evaluate_predict_and_only_the_student_learns():
+    teacher, student = common.teacher_model(), common.student_model()
+    x, y = common.data()
+    teacher_before, student_before = _weights(teacher), _weights(student)
+    distiller = common.compile_distiller(
+        distillation.Distiller(student=student, teacher=teacher)
+    )
+    # The teacher's variables are kept out of training, without changing
+    # the user's teacher object.
+    assert teacher.trainable
+    assert len(distiller.trainable_weights) == len(student.trainable_weights)
+    assert {id(v) for v in distiller.trainable_variables} == {
+        id(v) for v in student.trainable_variables
+    }
+
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for key in ("loss", "acc", "student_loss", "distillation_loss"):
+        assert np.isfinite(history.history[key][0]), key
+    assert "feature_loss" not in history.history
+    _assert_same(teacher_before, _weights(teacher))
+    assert any(
+        not np.array_equal(a, b)
+        for a, b in zip(student_before, _weights(student))
+    )
+
+    results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    # loss = alpha * student_loss + (1 - alpha) * distillation_loss
+    assert results["loss"] == pytest.approx(
+        0.1 * results["student_loss"] + 0.9 * results["distillation_loss"],
+        rel=1e-4,
+    )
+    np.testing.assert_allclose(
+        distiller.predict(x, verbose=0), student.predict(x, verbose=0)
+    )
+
+
+def test_loss_value_matches_formula():
+    teacher, student = common.teacher_model(), common.student_model()
+    x, y = common.data(n=16)
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher), alpha=0.3, temperature=2.0
+    )
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    expected_kd = float(distillation.SoftTargetKLDivergence(2.0)(t, s))
+    expected_ce = float(common.sparse_ce()(y, s))
+    results = distiller.evaluate(
+        x, y, batch_size=16, verbose=0, return_dict=True
+    )
+    assert results["distillation_loss"] == pytest.approx(expected_kd, rel=1e-4)
+    assert results["student_loss"] == pytest.approx(expected_ce, rel=1e-4)
+    assert results["loss"] == pytest.approx(
+        0.3 * expected_ce + 0.7 * expected_kd, rel=1e-4
+    )
+
+
+def test_keras_io_style_distillation_loss_fn_equals_default():
+    teacher, student = common.teacher_model(), common.student_model()
+    x, y = common.data(n=16)
+    results = []
+    for loss_fn in (None, keras.losses.KLDivergence()):
+        distiller = common.compile_distiller(
+            distillation.Distiller(student, teacher),
+            distillation_loss_fn=loss_fn,
+            alpha=0.0,
+            temperature=4,
+        )
+        results.append(distiller.evaluate(x, y, batch_size=16, verbose=0))
+    assert results[0] == pytest.approx(results[1], rel=1e-3)
+
+
+def test_alpha_one_and_zero():
+    teacher, student = common.teacher_model(), common.student_model()
+    x, y = common.data(n=16)
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher), alpha=1.0
+    )
+    results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert results["loss"] == pytest.approx(results["student_loss"], rel=1e-5)
+    # alpha=0 needs no labels and no student loss.
+    distiller = distillation.Distiller(student, teacher)
+    distiller.compile(optimizer="adam", alpha=0.0)
+    results = distiller.evaluate(x, verbose=0, return_dict=True)
+    assert results["student_loss"] == 0.0
+    assert results["loss"] == pytest.approx(results["distillation_loss"])
+
+
+def test_student_runs_once_per_step_with_features():
+    calls = []
+
+    class Count(keras.layers.Layer):
+        def call(self, inputs):
+            calls.append(1)
+            return inputs
+
+    inputs = keras.Input(common.INPUT_SHAPE)
+    hidden = keras.layers.Flatten()(Count()(inputs))
+    hidden = keras.layers.Dense(8, name="s_hidden")(hidden)
+    student = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    distiller = distillation.Distiller(
+        student,
+        common.teacher_model(),
+        feature_distillations=distillation.FeatureDistillation(
+            "t_hidden", "s_hidden"
+        ),
+    )
+    common.compile_distiller(distiller, run_eagerly=True)
+    x, y = common.data(n=32)
+    del calls[:]
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert len(calls) == 2  # two steps, one student forward pass each
+
+
+def test_subclassed_student():
+    teacher = helpers.functional_mlp()
+    student = helpers.subclassed_mlp()
+    x, y = helpers.make_data((16,), 3)
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher)
+    )
+    results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    assert results["loss"] == pytest.approx(
+        0.1 * results["student_loss"] + 0.9 * results["distillation_loss"],
+        rel=1e-4,
+    )
+
+
+def test_regularization_losses_of_the_student_count():
+    teacher = common.teacher_model()
+    inputs = keras.Input(common.INPUT_SHAPE)
+    flat = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(
+        3, kernel_regularizer=keras.regularizers.L2(10.0)
+    )(flat)
+    student = keras.Model(inputs, outputs)
+    x, y = common.data(n=16)
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher)
+    )
+    results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    penalty = 10.0 * float(np.sum(np.square(student.layers[-1].kernel)))
+    assert results["loss"] == pytest.approx(
+        0.1 * results["student_loss"]
+        + 0.9 * results["distillation_loss"]
+        + penalty,
+        rel=1e-4,
+    )
+
+
+# Bad input.
+
+
+def test_incompatible_output_shapes():
+    teacher = common.teacher_model()
+    inputs = keras.Input(common.INPUT_SHAPE)
+    student = keras.Model(
+        inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs))
+    )
+    with pytest.raises(ValueError, match=r"\(None, 3\).*\(None, 5\)"):
+        distillation.Distiller(student, teacher)
+
+
+def test_incompatible_subclassed_output_shape():
+    teacher = helpers.functional_mlp(num_classes=3)
+    student = helpers.SubclassedMLP(num_classes=4)
+    student(np.zeros((1, 16), "float32"))
+    with pytest.raises(ValueError, match="outputs"):
+        distillation.Distiller(student, teacher)
+
+
+def test_bad_alpha_and_temperature():
+    distiller = distillation.Distiller(
+        common.student_model(), common.teacher_model()
+    )
+    for alpha in (-0.1, 1.5, float("nan"), "0.5", None):
+        with pytest.raises(ValueError, match=f"alpha={alpha!r}"):
+            common.compile_distiller(distiller, alpha=alpha)
+    for temperature in (0, -2.0, float("inf")):
+        with pytest.raises(ValueError, match=f"temperature={temperature}"):
+            common.compile_distiller(distiller, temperature=temperature)
+
+
+def test_bad_compile_arguments():
+    distiller = distillation.Distiller(
+        common.student_model(), common.teacher_model()
+    )
+    with pytest.raises(ValueError, match="student_loss_fn"):
+        distiller.compile(optimizer="adam", student_loss_fn=None)
+    with pytest.raises(ValueError, match="either"):
+        distiller.compile(optimizer="adam", student_loss_fn="mse", loss="mse")
+    with pytest.raises(ValueError, match="temperature=5"):
+        common.compile_distiller(
+            distiller,
+            distillation_loss_fn=distillation.SoftTargetKLDivergence(5),
+            temperature=3,
+        )
+
+
+def test_bad_models():
+    teacher = common.teacher_model()
+    with pytest.raises(ValueError, match="student"):
+        distillation.Distiller(keras.layers.Dense(3), teacher)
+    with pytest.raises(ValueError, match="same model"):
+        distillation.Distiller(teacher, teacher)
+    with pytest.raises(ValueError, match="not been built"):
+        distillation.Distiller(helpers.SubclassedMLP(num_classes=3), teacher)
+
+
+def test_training_needs_compile_and_labels():
+    distiller = distillation.Distiller(
+        common.student_model(), common.teacher_model()
+    )
+    x, y = common.data(n=16)
+    with pytest.raises(ValueError, match="compile"):
+        distiller.fit(x, y, verbose=0)
+    common.compile_distiller(distiller)
+    with pytest.raises(ValueError, match="labels"):
+        distiller.fit(x, verbose=0)
