@@ -2,11 +2,12 @@
 
 import dataclasses
 import gzip
-import os
 import statistics
 import time
 
 import numpy as np
+
+from keras_compress.convert import _files
 
 
 def _litert():
@@ -18,19 +19,6 @@ def _litert():
             "Install it with `pip install keras-compress[litert]`."
         ) from error
     return interpreter
-
-
-def _read(model_content):
-    """The flatbuffer bytes of `model_content` (bytes or a file path)."""
-    if isinstance(model_content, (bytes, bytearray, memoryview)):
-        return bytes(model_content)
-    if isinstance(model_content, (str, os.PathLike)):
-        with open(model_content, "rb") as file:
-            return file.read()
-    raise TypeError(
-        "`model_content` must be the flatbuffer bytes or a path to a "
-        f".tflite file; got {type(model_content).__name__}."
-    )
 
 
 def _make_interpreter(content, num_threads=None, delegates=True):
@@ -114,7 +102,7 @@ def run_tflite(model_content, x, batch_size=256, num_threads=None):
     """
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
-    content = _read(model_content)
+    content = _files.read_model_bytes(model_content)
     inputs = list(x) if isinstance(x, (list, tuple)) else [x]
     inputs = [np.asarray(a) for a in inputs]
     num_samples = len(inputs[0])
@@ -184,7 +172,7 @@ def measure_latency(
     """
     if num_runs < 1:
         raise ValueError(f"`num_runs` must be >= 1, got {num_runs}.")
-    content = _read(model_content)
+    content = _files.read_model_bytes(model_content)
     shapes = None
     if sample is not None:
         sample = list(sample) if isinstance(sample, (list, tuple)) else [sample]
@@ -224,7 +212,7 @@ def file_sizes(model_content):
     Returns:
         A tuple `(raw_bytes, gzip_bytes)`.
     """
-    content = _read(model_content)
+    content = _files.read_model_bytes(model_content)
     return len(content), len(gzip.compress(content, compresslevel=9))
 
 
@@ -268,7 +256,9 @@ def op_details(model_content):
     ```
     """
     # Without delegates so that the original builtin ops are listed.
-    interpreter = _make_interpreter(_read(model_content), delegates=False)
+    interpreter = _make_interpreter(
+        _files.read_model_bytes(model_content), delegates=False
+    )
     get_ops = getattr(interpreter, "_get_ops_details", None)
     if get_ops is None:
         raise RuntimeError(
