@@ -81,6 +81,50 @@ def leaf_layers(model):
     ]
 
 
+def recorded_leaf_layers(owner, model, entries, input_shape):
+    """Builds `model` if needed and finds the layers `entries` recorded.
+
+    Subclassed models have no graph to name their layers by, so a model
+    that owns one (`PrunedModel`, `QuantizedModel`) records a layer by its
+    position in `leaf_layers(model)`, which is the same for every instance
+    built the same way, plus its class name as a check.
+
+    Args:
+        owner: The model that recorded them (named in errors).
+        model: The subclassed model, possibly not built yet (e.g. when
+            the owner is being loaded from a `.keras` file).
+        entries: Dicts with `"index"` and `"class_name"`.
+        input_shape: What `owner.build` was given.
+
+    Returns:
+        The leaf layers, one per entry.
+
+    Raises:
+        ValueError: If a recorded position holds another class, i.e. the
+            model class now creates its layers differently.
+    """
+    if not model.built:
+        specs = keras.tree.map_shape_structure(
+            lambda shape: keras.KerasTensor(shape), input_shape
+        )
+        model(specs)
+    leaves = leaf_layers(model)
+    layers = []
+    for entry in entries:
+        index = entry["index"]
+        found = type(leaves[index]).__name__ if index < len(leaves) else None
+        if found != entry["class_name"]:
+            raise ValueError(
+                f"{type(owner).__name__} '{owner.name}': expected a "
+                f"{entry['class_name']} at layer position {index} of "
+                f"'{model.name}' but found {found or 'nothing'}. The model "
+                "class creates its layers differently from when this model "
+                "was made from it."
+            )
+        layers.append(leaves[index])
+    return layers
+
+
 def copy_layer(layer):
     """Returns an independent, built copy of `layer` with the same weights.
 

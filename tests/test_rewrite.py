@@ -123,3 +123,19 @@ def test_clone_and_replace_rejects_subclassed_and_unbuilt_models():
         rewrite.clone_and_replace(
             keras.Sequential([keras.layers.Dense(2)]), lambda _: None
         )
+
+
+def test_recorded_leaf_layers_finds_layers_and_rejects_a_changed_class():
+    owner = keras.Sequential(name="owner")
+    model = helpers.SubclassedMLP()  # not built: built from input_shape
+    entries = [{"index": 0, "class_name": "Dense"}]
+    (layer,) = rewrite.recorded_leaf_layers(owner, model, entries, (None, 16))
+    assert model.built and layer is rewrite.leaf_layers(model)[0]
+    with pytest.raises(ValueError, match="expected a Conv2D at layer pos"):
+        rewrite.recorded_leaf_layers(
+            owner, model, [{"index": 0, "class_name": "Conv2D"}], (None, 16)
+        )
+    with pytest.raises(ValueError, match="found nothing"):
+        rewrite.recorded_leaf_layers(
+            owner, model, [{"index": 99, "class_name": "Dense"}], (None, 16)
+        )

@@ -55,31 +55,12 @@ class PrunedModel(keras.Model):
         self._pruners = []
 
     def build(self, input_shape):
-        if not self.model.built:
-            specs = keras.tree.map_shape_structure(
-                lambda shape: keras.KerasTensor(shape), input_shape
-            )
-            self.model(specs)
-        leaves = rewrite.leaf_layers(self.model)
-        for entry in self.pruned_layers:
-            index = entry["index"]
-            if index >= len(leaves) or (
-                type(leaves[index]).__name__ != entry["class_name"]
-            ):
-                found = (
-                    type(leaves[index]).__name__
-                    if index < len(leaves)
-                    else "nothing"
-                )
-                raise ValueError(
-                    f"PrunedModel '{self.name}': expected a "
-                    f"{entry['class_name']} at layer position {index} of "
-                    f"'{self.model.name}' but found {found}. The model "
-                    "class creates its layers differently from when it "
-                    "was pruned."
-                )
+        layers = rewrite.recorded_leaf_layers(
+            self, self.model, self.pruned_layers, input_shape
+        )
+        for layer, entry in zip(layers, self.pruned_layers):
             pruner = pruner_lib.LayerPruner(
-                leaves[index],
+                layer,
                 entry["pruning_schedule"],
                 tuple(entry.get("block_size", (1, 1))),
                 entry.get("block_pooling_type", "AVG"),

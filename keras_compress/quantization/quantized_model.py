@@ -96,31 +96,15 @@ class QuantizedModel(keras.Model):
         self.wrappers = []
 
     def build(self, input_shape):
-        if not self.model.built:
-            specs = keras.tree.map_shape_structure(
-                lambda shape: keras.KerasTensor(shape), input_shape
-            )
-            self.model(specs)
+        layers = rewrite.recorded_leaf_layers(
+            self, self.model, self.quantized_layers, input_shape
+        )
         if self.input_quantizer is not None:
             self.input_quantizer.build(input_shape)
-        leaves = rewrite.leaf_layers(self.model)
-        wrappers = []
-        for entry in self.quantized_layers:
-            index = entry["index"]
-            found = (
-                type(leaves[index]).__name__
-                if index < len(leaves)
-                else ("nothing")
-            )
-            if found != entry["class_name"]:
-                raise ValueError(
-                    f"QuantizedModel '{self.name}': expected a "
-                    f"{entry['class_name']} at layer position {index} of "
-                    f"'{self.model.name}' but found {found}. The model "
-                    "class creates its layers differently from when it "
-                    "was quantized."
-                )
-            wrappers.append(self._quantize_layer(leaves[index], entry))
+        wrappers = [
+            self._quantize_layer(layer, entry)
+            for layer, entry in zip(layers, self.quantized_layers)
+        ]
         self.wrappers = wrappers
 
     def _quantize_layer(self, layer, entry):
