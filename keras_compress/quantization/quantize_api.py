@@ -68,10 +68,13 @@ def quantize_model(
 ):
     """Returns a copy of `model` ready for quantization-aware training.
 
-    The copy fake-quantizes the weights of Dense and convolution layers
-    (per channel for convolutions), the outputs of layers that compute new
-    values, and the model inputs, with BatchNorms folded and ReLUs fused
-    as LiteRT will run them. Train it like the original (a few epochs at a
+    The copy fake-quantizes the weights of Dense, EinsumDense and
+    convolution layers (per channel for convolutions), the outputs of
+    layers that compute new values, and the model inputs, with BatchNorms
+    folded and ReLUs fused as LiteRT will run them. Transformer blocks are
+    quantized too: MultiHeadAttention (its projections, both products and
+    the softmax) and LayerNormalization (each of its steps) run on int8
+    kernels in the converted file. Train it like the original (a few epochs at a
     low learning rate from the trained float weights); the activation
     ranges are learned in training. Then `keras_compress.convert.to_tflite(
     qat_model, "int8")` gives a file with integer kernels that computes what
@@ -612,8 +615,17 @@ class _Rewriter:
         copy = rewrite.copy_layer(model)
         originals = rewrite.leaf_layers(model)
         copies = rewrite.leaf_layers(copy)
+        # The sub-layers of a composite layer (MultiHeadAttention's
+        # projections and softmax) belong to it: quantized (or not) with it.
+        inner = {
+            id(sub)
+            for layer in originals
+            for sub in layer._flatten_layers(include_self=False)
+        }
         entries = []
         for index, (original, copied) in enumerate(zip(originals, copies)):
+            if id(original) in inner:
+                continue
             plan = self._plan_layer(original)
             if plan.role == "wrap":
                 entries.append(
@@ -662,9 +674,10 @@ class _Rewriter:
         if not self.quantized:
             raise ValueError(
                 "No layer was quantized: the scheme supports none of the "
-                "selected layers. Quantizable: Dense, Conv1D, Conv2D, "
-                "DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, Add, "
-                "Concatenate, pooling and activation layers."
+                "selected layers. Quantizable: Dense, EinsumDense, Conv1D, "
+                "Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, "
+                "MultiHeadAttention, LayerNormalization, Add, Concatenate, "
+                "pooling and activation layers."
             )
         for name, class_name, why in self.float_layers:
             warnings.warn(

@@ -166,7 +166,8 @@ class LayerQuantizeConfig(QuantizeConfig):
         return (
             f"LayerQuantizeConfig(weight_quantizers="
             f"{self.weight_quantizers!r}, output_quantizer="
-            f"{self.output_quantizer!r})"
+            f"{self.output_quantizer!r}, intermediate_quantizers="
+            f"{self.intermediate_quantizers!r})"
         )
 
 

@@ -108,7 +108,10 @@ class QuantizedModel(keras.Model):
         self.wrappers = wrappers
 
     def _quantize_layer(self, layer, entry):
-        build_config = layer.get_build_config() or {}
+        build_config = dict(layer.get_build_config() or {})
+        shapes = build_config.get("shapes_dict") or {}
+        if "query_shape" in shapes:  # MultiHeadAttention: shaped like query
+            build_config["input_shape"] = shapes["query_shape"]
         if "input_shape" not in build_config:
             raise ValueError(
                 f"Layer '{layer.name}' of '{self.model.name}' was never "

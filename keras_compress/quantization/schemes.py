@@ -12,10 +12,20 @@ A scheme sorts every layer into one of three groups:
 
 Choices made for LiteRT's integer kernels (checked on the converted file by
 the tests): per-channel symmetric weights for convolutions and per-tensor
-for Dense (a per-channel Dense kernel makes the converter fail) and for
-Conv2DTranspose (per-channel on its output axis fails in the converter
-too); per-tensor asymmetric activations; fixed ranges for sigmoid, softmax
-and tanh outputs, which LiteRT's kernels produce with a fixed scale.
+for Dense and EinsumDense (a per-channel Dense or EinsumDense kernel makes
+the converter fail: "'tfl.transpose' op has mismatched quantized axes")
+and for Conv2DTranspose (per-channel on its output axis fails in the
+converter too); per-tensor asymmetric activations; fixed ranges for
+sigmoid, softmax and tanh outputs, which LiteRT's kernels produce with a
+fixed scale.
+
+Transformer blocks: MultiHeadAttention gets per-tensor weights on its four
+projections and a range after each projection, the attention scores, the
+softmax (fixed) and the weighted sum, so that the file runs int8
+FULLY_CONNECTED, BATCH_MATMUL and SOFTMAX ops; LayerNormalization gets a
+range after each of its steps (MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL,
+ADD), all of which LiteRT runs on int8. A gated MultiHeadAttention and a
+LayerNormalization with the deprecated `rms_scaling=True` stay float.
 """
 
 import keras
@@ -281,15 +291,16 @@ class QuantizeScheme:
         every op on int8. Gamma and beta are quantized to 8 bits whatever
         `weight_bits` is (LiteRT quantizes them as int8 MUL/ADD operands).
         """
+        if layer.rms_scaling:
+            return None  # deprecated in Keras; not computed step by step
         weights = {}
         if layer.scale:
             weights["gamma"] = quantizers_lib.LastValueQuantizer(8)
-        if layer.center and not layer.rms_scaling:
+        if layer.center:
             weights["beta"] = quantizers_lib.LastValueQuantizer(8)
-        names = ["squared", "variance", "variance_eps", "inv_std"]
-        if not layer.rms_scaling:
-            names = ["mean", "centered"] + names
-        if layer.scale or (layer.center and not layer.rms_scaling):
+        names = ["mean", "centered", "squared", "variance", "variance_eps"]
+        names.append("inv_std")
+        if layer.scale or layer.center:
             names.append("normalized")
         if "gamma" in weights and "beta" in weights:
             names.append("scaled")

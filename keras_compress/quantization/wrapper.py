@@ -12,7 +12,7 @@ What one wrapper computes, in order (each step only if it applies):
 4. the output quantizer (moving-average min/max, or a fixed range after
    sigmoid/softmax/tanh).
 
-Three layers have their own computation, because the converter needs a
+Some layers have their own computation, because the converter needs a
 shape of graph that the layer's own `call` does not give:
 `SeparableConv2D` (a quantizer between its depthwise and pointwise parts,
 which LiteRT runs as two ops), `Conv1D` (the kernel is quantized after
@@ -21,7 +21,11 @@ converter rejects its per-channel axis) and `MultiHeadAttention` (a
 quantizer after each projection, the attention scores, the softmax and
 the weighted sum, so that LiteRT runs each of them as an int8
 FULLY_CONNECTED, BATCH_MATMUL or SOFTMAX; the query scale 1/sqrt(key_dim)
-is folded into the query projection, saving a MUL).
+is folded into the query projection, saving a MUL), `LayerNormalization`
+(computed step by step with a quantizer after each step, so that each of
+its MEAN, SUB, MUL, RSQRT and ADD ops runs on int8) and `Dense` on inputs
+of rank > 2 (a 2D matrix product, so that the converter fuses the bias
+into the int8 FULLY_CONNECTED instead of leaving a float ADD).
 """
 
 import math
@@ -220,9 +224,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
     with a `QuantizeLayer`).
 
     Args:
-        layer: The layer to quantize. A Dense or convolution layer's own
-            activation is moved to the wrapper (the layer is set to a linear
-            activation).
+        layer: The layer to quantize. A Dense, EinsumDense or convolution
+            layer's own activation is moved to the wrapper (the layer is
+            set to a linear activation). A MultiHeadAttention is called
+            with its own arguments (`wrapper(query, value, ...)`).
         quantize_config: A `QuantizeConfig`. Defaults to the one of
             `scheme`, or to `layer.get_quantize_config()` if the layer
             defines it.
@@ -688,7 +693,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
         value = quantize("value", project(layer.value_dense, value))
         scores = ops.einsum(layer._dot_product_equation, key, query)
         scores = quantize("scores", scores)
-        probs = quantize("probs", layer._masked_softmax(scores, attention_mask))
+        if attention_mask is None:
+            probs = layer._softmax(scores)
+        else:
+            probs = self._masked_softmax(scores, attention_mask)
+        probs = quantize("probs", probs)
         if layer._dropout > 0.0:
             probs = layer._dropout_layer(probs, training=training)
         outputs = ops.einsum(layer._combine_equation, probs, value)
@@ -733,9 +742,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
         x = ops.cast(inputs, "float32")
         axis = layer.axis
-        if not layer.rms_scaling:
-            mean = quantize("mean", ops.mean(x, axis=axis, keepdims=True))
-            x = quantize("centered", x - mean)
+        mean = quantize("mean", ops.mean(x, axis=axis, keepdims=True))
+        x = quantize("centered", x - mean)
         squared = quantize("squared", x * x)
         variance = quantize(
             "variance", ops.mean(squared, axis=axis, keepdims=True)
@@ -750,13 +758,34 @@ class QuantizeWrapper(keras.layers.Wrapper):
             outputs = quantize("normalized", outputs)
             gamma = ops.cast(self._weight(values, layer.gamma), "float32")
             outputs = outputs * ops.reshape(gamma, shape)
-        if layer.center and not layer.rms_scaling:
+        if layer.center:
             outputs = quantize(
                 "scaled" if layer.scale else "normalized", outputs
             )
             beta = ops.cast(self._weight(values, layer.beta), "float32")
             outputs = outputs + ops.reshape(beta, shape)
         return ops.cast(outputs, inputs.dtype)
+
+    def _masked_softmax(self, scores, attention_mask):
+        """Softmax over the unmasked, int8 scores, as LiteRT computes it.
+
+        Keras's masked softmax puts -1e9 at masked positions; the converter
+        stores that constant on the int8 grid of the scores, i.e. the
+        bottom of their range. So does this: masked positions get the
+        lowest value of the scores' range (their softmax weight is then
+        tiny, not zero, in both), and are set to 0 after the softmax.
+        """
+        layer = self.layer
+        mask = ops.cast(attention_mask, "bool")
+        axis = -len(layer._attention_axes) * 2 - 1
+        while len(mask.shape) < len(scores.shape):
+            mask = ops.expand_dims(mask, axis=axis)
+        quantizer, state = self._intermediate_specs["scores"]
+        floor = quantizer(
+            ops.convert_to_tensor(-1e9, scores.dtype), False, state
+        )
+        probs = layer._softmax(ops.where(mask, scores, floor))
+        return ops.where(mask, probs, 0.0)
 
     def _add_bias(self, outputs, values):
         layer = self.layer

@@ -11,10 +11,12 @@ from keras_compress.convert import VerificationReport
 from keras_compress.convert import file_sizes
 from keras_compress.convert import measure_latency
 from keras_compress.convert import measure_onnx_latency
+from keras_compress.convert import op_details
 from keras_compress.convert import run_tflite
 from keras_compress.convert import to_onnx
 from keras_compress.convert import to_tflite
 from keras_compress.convert import verify
+from keras_compress.convert.verify import float_ops as verify_float_ops
 from tests.convert.conftest import functional_model
 from tests.convert.conftest import trained
 
@@ -128,7 +130,10 @@ def test_onnx_report(model_and_files, onnx_file, toy_test, tmp_path):
     assert 0 <= report.mean_abs_diff <= report.max_abs_diff
     assert report.bytes == len(onnx_file)
     assert 0 < report.latency_s < 0.1
+    assert report.float_ops is None  # only reported for LiteRT files
+    assert report.as_dict()["float_ops"] is None
     text = str(report)
+    assert "float ops    n/a" in text
     assert "onnx file" in text and "ONNX Runtime" in text
     assert "2 threads" in text and "mean |diff|" in text
 
@@ -152,8 +157,31 @@ def test_as_dict_has_every_field(model_and_files, toy_test):
         "num_samples",
         "file_format",
         "num_threads",
+        "float_ops",
     }
+    assert isinstance(data["float_ops"], list)
     assert json.loads(json.dumps(data)) == data
+
+
+def test_float_ops(model_and_files, toy_test):
+    model, float32_file, int8_file = model_and_files
+    x, _ = toy_test
+    # A float file computes everything in float, in execution order.
+    report = verify(model, float32_file, x[:8], latency_runs=0)
+    names = [op.op_name for op in op_details(float32_file)]
+    assert list(report.float_ops) == names
+    assert {"CONV_2D", "FULLY_CONNECTED"} <= set(report.float_ops)
+    assert "float ops    " in str(report) and "CONV_2D x" in str(report)
+    # A full-integer file: nothing left in float.
+    report = verify(model, int8_file, x[:8], latency_runs=0)
+    assert report.float_ops == ()
+    assert "none (integer kernels only)" in str(report)
+    # Dynamic range: int8 weights, float activations: the kernels compute
+    # in float; the DEQUANTIZE ops of the weights are not listed.
+    dynamic = to_tflite(model, "dynamic")
+    found = verify_float_ops(dynamic)
+    assert "FULLY_CONNECTED" in found and "DEQUANTIZE" not in found
+    assert "QUANTIZE" not in verify_float_ops(int8_file)
 
 
 def test_unknown_file_format(model_and_files, toy_test):

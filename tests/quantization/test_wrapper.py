@@ -146,7 +146,7 @@ def test_wrapper_in_a_model_written_by_hand():
 
 def test_wrapper_errors_name_the_layer():
     with pytest.raises(ValueError, match="'norm'.*cannot be quantized"):
-        q.QuantizeWrapper(L.LayerNormalization(name="norm"))
+        q.QuantizeWrapper(L.UnitNormalization(name="norm"))
     with pytest.raises(ValueError, match="already has activation 'relu'"):
         q.QuantizeWrapper(L.Dense(2, activation="relu"), activation="relu")
     with pytest.raises(ValueError, match="quantize_model"):
