@@ -28,13 +28,8 @@ issue's goals for int8 PTQ. Usage:
     python benchmarks/convert_benchmark.py --json out.json --keep-files DIR
 """
 
-import argparse
-import importlib.metadata
-import json
 import os
-import platform
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -43,11 +38,11 @@ import warnings
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-# Shared with the pruning benchmark: model, training and measuring code.
-import pruning_benchmark as pb  # noqa: E402
+# Shared with the other benchmarks: model, training, report and table code.
+import _common  # noqa: E402
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
@@ -56,6 +51,12 @@ TOOLS = ("keras_compress", "keras core")
 # (key, label, keras_compress call, Keras core converter settings or None)
 # Calls take (model, calibration) and return the file's bytes.
 NUM_CALIBRATION = 200
+PACKAGES = _common.PACKAGES + (
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxconverter-common",
+)
 
 
 def _representative(calibration):
@@ -169,7 +170,7 @@ def measure(content, x_test, y_test):
         outputs = kc.convert.run_onnx(content, x_test)
     num_bytes, gzip_bytes = kc.convert.file_sizes(content)
     return {
-        "file_acc": float(np.mean(np.argmax(outputs, axis=-1) == y_test)),
+        "file_acc": _common.outputs_accuracy(outputs, y_test),
         "bytes": int(num_bytes),
         "gzip_bytes": int(gzip_bytes),
     }
@@ -214,14 +215,14 @@ def run(cfg, data, keep_dir=None):
         flush=True,
     )
     keras.utils.set_random_seed(seed)
-    baseline = pb.build_model()
-    pb._compile(baseline, 1e-3)
+    baseline = _common.build_model(keras)
+    _common.compile_model(keras, baseline, 1e-3)
     start = time.perf_counter()
     baseline.fit(
         x_train, y_train, batch_size=128, epochs=cfg["epochs"], verbose=0
     )
     train_s = time.perf_counter() - start
-    float_acc = pb._accuracy(baseline, x_test, y_test)
+    float_acc = _common.accuracy(baseline, x_test, y_test)
     print(
         f"   trained in {train_s:.0f} s, Keras test accuracy {float_acc:.4f}",
         flush=True,
@@ -231,7 +232,7 @@ def run(cfg, data, keep_dir=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # layers it skips
         quantized.quantize("int8")
-    quantized_acc = pb._accuracy(quantized, x_test, y_test)
+    quantized_acc = _common.accuracy(quantized, x_test, y_test)
     calibration = x_train[:NUM_CALIBRATION]
 
     rows = {}
@@ -257,13 +258,9 @@ def run(cfg, data, keep_dir=None):
             rows[key][tool] = row
             contents[(key, tool)] = content
             if keep_dir:
-                os.makedirs(keep_dir, exist_ok=True)
                 suffix = "onnx" if key.startswith("onnx") else "tflite"
                 slug = tool.replace(" ", "_")
-                with open(
-                    os.path.join(keep_dir, f"{key}_{slug}.{suffix}"), "wb"
-                ) as f:
-                    f.write(content)
+                _common.write_file(keep_dir, f"{key}_{slug}.{suffix}", content)
     print(
         f"   timing {len(contents)} files, {cfg['latency_rounds']} rounds "
         f"of {cfg['latency_runs']} runs ...",
@@ -304,7 +301,6 @@ COLUMNS = (
 
 def format_table(rows):
     header = ["variant", "tool"] + [c[1] for c in COLUMNS]
-    lines = []
     groups = []
     for key, label, *_ in variants():
         group = []
@@ -312,43 +308,16 @@ def format_table(rows):
             row = rows[key].get(tool)
             if row is None:
                 continue
-            if "error" in row:
+            if "error" in row:  # one wide cell
                 group.append([label, tool, "fails: " + row["error"]])
                 continue
-            cells = []
-            for name, _, fmt in COLUMNS:
-                value = row.get(name)
-                if value is None:
-                    cells.append("-")
-                elif name == "latency_s":
-                    cells.append(f"{value * 1e6:.1f}")
-                else:
-                    cells.append(fmt.format(value))
+            cells = [
+                _common.format_cell(name, fmt, row.get(name))
+                for name, _, fmt in COLUMNS
+            ]
             group.append([label, tool] + cells)
         groups.append(group)
-        lines.extend(group)
-    widths = [
-        max(len(line[i]) for line in [header] + lines if len(line) > 3)
-        for i in range(len(header))
-    ]
-
-    def fmt_line(cells):
-        if len(cells) == 3:  # a failure: one wide cell
-            return (
-                f"{cells[0]:<{widths[0]}} | {cells[1]:<{widths[1]}} | "
-                f"{cells[2]}"
-            )
-        out = [f"{cells[0]:<{widths[0]}}", f"{cells[1]:<{widths[1]}}"]
-        out += [f"{c:>{w}}" for c, w in zip(cells[2:], widths[2:])]
-        return " | ".join(out)
-
-    rule = "-+-".join("-" * w for w in widths)
-    text = [fmt_line(header), rule]
-    for i, group in enumerate(groups):
-        text.extend(fmt_line(cells) for cells in group)
-        if i != len(groups) - 1:
-            text.append(rule)
-    return "\n".join(text)
+    return _common.format_table(header, groups, num_left=2)
 
 
 def goals(result):
@@ -377,22 +346,8 @@ def goals(result):
     return "\n".join(lines)
 
 
-def _versions():
-    versions = pb._versions()
-    for name in ("tf2onnx", "onnx", "onnxruntime", "onnxconverter-common"):
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    for name in ("tf-keras", "tensorflow-model-optimization"):
-        versions.pop(name, None)  # not used here
-    return versions
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+    parser = _common.benchmark_parser(__doc__)
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed (default 0)"
     )
@@ -402,11 +357,10 @@ def main(argv=None):
         help="smoke test: 6000 train / 1000 test images, "
         "1 epoch, 100 latency runs",
     )
-    parser.add_argument(
-        "--latency-runs",
-        type=int,
-        default=300,
-        help="single-image runs per latency median",
+    _common.add_arguments(
+        parser,
+        "latency_runs",
+        latency_runs="single-image runs per latency median",
     )
     parser.add_argument(
         "--latency-rounds",
@@ -415,25 +369,14 @@ def main(argv=None):
         help="times every file is timed, round-robin; the fastest median "
         "counts (default 3)",
     )
-    parser.add_argument(
-        "--json",
-        metavar="PATH",
-        help="also write every figure to this JSON file",
-    )
-    parser.add_argument(
-        "--keep-files",
-        metavar="DIR",
-        help="save every converted file to this folder",
+    _common.add_arguments(
+        parser,
+        "json",
+        "keep_files",
+        keep_files="save every converted file to this folder",
     )
     args = parser.parse_args(argv)
-    tf.get_logger().setLevel("ERROR")
-
-    wall_start = time.perf_counter()
-    command = shlex.join([sys.executable] + sys.argv)
-    versions = _versions()
-    print(f"$ {command}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs")
+    bench = _common.BenchmarkRun(PACKAGES)
 
     cfg = {
         "seed": args.seed,
@@ -445,16 +388,11 @@ def main(argv=None):
         "latency_rounds": max(1, args.latency_rounds),
         "num_calibration": NUM_CALIBRATION,
     }
-    name, train, test = kc.datasets.load_demo_data(
+    name, train, test = _common.load_data(
         max_train=6000 if args.quick else None,
         max_test=1000 if args.quick else None,
         seed=0,
     )
-    if name != "fashion_mnist":
-        print(
-            f"warning: Fashion-MNIST not found, using '{name}'; the "
-            "figures are not comparable with BENCHMARKS.md."
-        )
     cfg.update(dataset=name, num_train=len(train[0]), num_test=len(test[0]))
     print(
         f"data: {name}, {cfg['num_train']} train / {cfg['num_test']} test; "
@@ -476,22 +414,7 @@ def main(argv=None):
     )
     print("Goals (keras_compress, int8 PTQ with float I/O):")
     print(goals(result))
-    elapsed = time.perf_counter() - wall_start
-    print(f"total wall time: {elapsed:.0f} s")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "command": command,
-                    "versions": versions,
-                    "config": cfg,
-                    "result": result,
-                    "wall_time_s": elapsed,
-                },
-                f,
-                indent=2,
-            )
-        print(f"wrote {args.json}")
+    bench.finish(args.json, cfg, result=result)
     return 0
 
 

@@ -27,21 +27,17 @@ teacher's forward pass), per seed and the mean over seeds. Usage:
     python benchmarks/distillation_benchmark.py --json out.json
 """
 
-import argparse
-import importlib.metadata
-import json
 import os
-import platform
-import shlex
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
 import keras_compress.demo  # noqa: E402, F401
@@ -55,20 +51,6 @@ VARIANTS = (
     ("keras_kld", "keras.distillation + KLDivergence()"),
 )
 PACKAGES = ("numpy", "tensorflow", "keras", "keras-compress")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def build_student():
@@ -91,34 +73,12 @@ def _sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _accuracy(model, x, y):
-    logits = model.predict(x, batch_size=512, verbose=0)
-    return float(np.mean(np.argmax(logits, axis=-1) == y))
-
-
-def _versions():
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def _fit(model, cfg, seed, x, y):
     """Trains `model` (compiled) with the same data order for every run."""
     keras.utils.set_random_seed(seed)
-    timer = EpochTimer()
-    model.fit(
-        x,
-        y,
-        batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"],
-        callbacks=[timer],
-        verbose=0,
+    return _common.fit_timed(
+        keras, model, x, y, cfg["batch_size"], cfg["epochs"]
     )
-    return timer.times
 
 
 def _copy(model):
@@ -164,7 +124,10 @@ def train_student(key, cfg, seed, teacher, initial_weights, data):
         )
         model.compile(optimizer=optimizer, loss=_sparse_ce(), metrics=metrics)
     times = _fit(model, cfg, seed, x_train, y_train)
-    return {"epoch_times": times, "acc": _accuracy(student, x_test, y_test)}
+    return {
+        "epoch_times": times,
+        "acc": _common.accuracy(student, x_test, y_test),
+    }
 
 
 def run_seed(cfg, seed, data):
@@ -172,16 +135,12 @@ def run_seed(cfg, seed, data):
     print(f"\n== seed {seed}: teacher ({cfg['epochs']} epochs) ...", flush=True)
     keras.utils.set_random_seed(seed)
     teacher = kc.demo.reference_cnn()
-    teacher.compile(
-        optimizer=keras.optimizers.Adam(cfg["lr"]),
-        loss=_sparse_ce(),
-        metrics=["accuracy"],
-    )
+    _common.compile_model(keras, teacher, cfg["lr"])
     teacher_times = _fit(teacher, cfg, seed, x_train, y_train)
     result = {
         "teacher": {
             "epoch_times": teacher_times,
-            "acc": _accuracy(teacher, x_test, y_test),
+            "acc": _common.accuracy(teacher, x_test, y_test),
         }
     }
     keras.utils.set_random_seed(seed + 1000)
@@ -207,13 +166,13 @@ def run_seed(cfg, seed, data):
 
 
 def mean_runs(per_seed):
-    mean = {}
-    for key, _ in VARIANTS:
-        rows = [r["runs"][key] for r in per_seed]
-        mean[key] = {
-            name: float(np.mean([row[name] for row in rows]))
-            for name in ("acc", "acc_vs_alone", "epoch_s", "epoch_vs_alone")
-        }
+    mean = {
+        key: _common.mean_rows(
+            [r["runs"][key] for r in per_seed],
+            ("acc", "acc_vs_alone", "epoch_s", "epoch_vs_alone"),
+        )
+        for key, _ in VARIANTS
+    }
     mean["teacher_acc"] = float(
         np.mean([r["teacher"]["acc"] for r in per_seed])
     )
@@ -232,33 +191,12 @@ def format_table(runs):
         ]
         for key, label in VARIANTS
     ]
-    widths = [max(len(row[i]) for row in [header] + lines) for i in range(5)]
-
-    def fmt(cells):
-        first = f"{cells[0]:<{widths[0]}}"
-        rest = [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:])]
-        return " | ".join([first] + rest)
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule] + [fmt(line) for line in lines])
+    return _common.format_table(header, [lines])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1],
-        help="training seeds (default: 0 1); tables per seed and the mean",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 6000 train / 1000 test images, 1 epoch",
-    )
+    parser = _common.benchmark_parser(__doc__)
+    _common.add_arguments(parser, "seeds", "quick")
     parser.add_argument(
         "--alpha",
         type=float,
@@ -271,18 +209,11 @@ def main(argv=None):
         default=3.0,
         help="temperature of every distiller (default 3)",
     )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write every figure to this file"
+    _common.add_arguments(
+        parser, "json", json="also write every figure to this file"
     )
     args = parser.parse_args(argv)
-    tf.get_logger().setLevel("ERROR")
-
-    wall_start = time.perf_counter()
-    command = shlex.join([sys.executable] + sys.argv)
-    versions = _versions()
-    print(f"$ {command}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs")
+    bench = _common.BenchmarkRun(PACKAGES)
 
     cfg = {
         "quick": args.quick,
@@ -292,15 +223,10 @@ def main(argv=None):
         "alpha": args.alpha,
         "temperature": args.temperature,
     }
-    name, train, test = kc.datasets.load_demo_data(
+    name, train, test = _common.load_data(
         max_train=6000 if args.quick else None,
         max_test=1000 if args.quick else None,
     )
-    if name != "fashion_mnist":
-        print(
-            f"warning: Fashion-MNIST not found, using '{name}'; the "
-            "figures are not comparable with BENCHMARKS.md."
-        )
     cfg["dataset"] = name
     cfg["num_train"], cfg["num_test"] = len(train[0]), len(test[0])
     print(
@@ -330,26 +256,13 @@ def main(argv=None):
             f"{mean['teacher_acc']:.4f})"
         )
         print(format_table(mean))
-    elapsed = time.perf_counter() - wall_start
     print(
         "\ntest acc: the student on the whole test set. vs alone: difference "
         "to the student trained alone. epoch s: best epoch; epoch/alone: "
         "against the student trained alone in the same run (distillation "
         "adds the teacher's forward pass)."
     )
-    print(f"total wall time: {elapsed:.0f} s")
-    if args.json:
-        report = {
-            "command": command,
-            "versions": versions,
-            "config": cfg,
-            "per_seed": per_seed,
-            "mean": mean,
-            "wall_time_s": elapsed,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
+    bench.finish(args.json, cfg, per_seed=per_seed, mean=mean)
     return 0
 
 

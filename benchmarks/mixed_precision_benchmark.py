@@ -19,55 +19,21 @@ model (`kc.mixed_precision.to_float32` then `kc.convert.to_tflite`). Usage:
     python benchmarks/mixed_precision_benchmark.py --float16 --json out.json
 """
 
-import argparse
-import importlib.metadata
-import json
 import os
-import platform
-import shlex
 import sys
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
 import keras_compress.demo  # noqa: E402, F401
 import keras_compress.mixed_precision  # noqa: E402, F401
-
-PACKAGES = ("numpy", "tensorflow", "keras", "keras-compress", "ai-edge-litert")
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-
-def _versions():
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def _accuracy(outputs, y):
-    return float(np.mean(np.argmax(outputs, axis=-1) == y))
 
 
 def train_policy(policy, cfg, seed, initial_weights, data):
@@ -80,29 +46,19 @@ def train_policy(policy, cfg, seed, initial_weights, data):
         model = kc.mixed_precision.apply_policy(model, policy)
     # Keras wraps the optimizer in a LossScaleOptimizer for mixed_float16
     # (the copy's own policy); bfloat16 needs no loss scaling.
-    model.compile(
-        optimizer=keras.optimizers.Adam(cfg["lr"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    _common.compile_model(keras, model, cfg["lr"])
     keras.utils.set_random_seed(seed)
-    timer = EpochTimer()
-    model.fit(
-        x_train,
-        y_train,
-        batch_size=cfg["batch_size"],
-        epochs=cfg["epochs"],
-        callbacks=[timer],
-        verbose=0,
+    times = _common.fit_timed(
+        keras, model, x_train, y_train, cfg["batch_size"], cfg["epochs"]
     )
     keras_outputs = model.predict(x_test, batch_size=512, verbose=0)
     content = kc.convert.to_tflite(kc.mixed_precision.to_float32(model))
     file_outputs = kc.convert.run_tflite(content, x_test)
     return {
-        "epoch_times": timer.times,
-        "epoch_s": min(timer.times),
-        "keras_acc": _accuracy(keras_outputs, y_test),
-        "file_acc": _accuracy(file_outputs, y_test),
+        "epoch_times": times,
+        "epoch_s": min(times),
+        "keras_acc": _common.outputs_accuracy(keras_outputs, y_test),
+        "file_acc": _common.outputs_accuracy(file_outputs, y_test),
         "max_abs_diff": float(
             np.max(np.abs(file_outputs - keras_outputs.astype("float32")))
         ),
@@ -143,54 +99,25 @@ def format_table(runs, policies):
         ]
         for policy in policies
     ]
-    widths = [
-        max(len(row[i]) for row in [header] + lines) for i in range(len(header))
-    ]
-
-    def fmt(cells):
-        first = f"{cells[0]:<{widths[0]}}"
-        rest = [f"{c:>{w}}" for c, w in zip(cells[1:], widths[1:])]
-        return " | ".join([first] + rest)
-
-    rule = "-+-".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule] + [fmt(line) for line in lines])
+    return _common.format_table(header, [lines])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1],
-        help="training seeds (default: 0 1); tables per seed and the mean",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 6000 train / 1000 test images, 1 epoch",
-    )
+    parser = _common.benchmark_parser(__doc__)
+    _common.add_arguments(parser, "seeds", "quick")
     parser.add_argument(
         "--float16",
         action="store_true",
         help="also train under mixed_float16 (slow on CPUs)",
     )
-    parser.add_argument(
-        "--json", metavar="PATH", help="also write every figure to this file"
+    _common.add_arguments(
+        parser, "json", json="also write every figure to this file"
     )
     args = parser.parse_args(argv)
-    tf.get_logger().setLevel("ERROR")
-
-    wall_start = time.perf_counter()
-    command = shlex.join([sys.executable] + sys.argv)
-    versions = _versions()
-    print(f"$ {command}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(
-        f"machine: {platform.platform()}, {os.cpu_count()} CPUs; "
-        f"'auto' policy here: {kc.mixed_precision.resolve_policy('auto')}"
+    bench = _common.BenchmarkRun(
+        _common.PACKAGES,
+        machine_note="; 'auto' policy here: "
+        f"{kc.mixed_precision.resolve_policy('auto')}",
     )
     policies = ["float32", "mixed_bfloat16"]
     if args.float16:
@@ -202,15 +129,10 @@ def main(argv=None):
         "lr": 1e-3,
         "policies": policies,
     }
-    name, train, test = kc.datasets.load_demo_data(
+    name, train, test = _common.load_data(
         max_train=6000 if args.quick else None,
         max_test=1000 if args.quick else None,
     )
-    if name != "fashion_mnist":
-        print(
-            f"warning: Fashion-MNIST not found, using '{name}'; the "
-            "figures are not comparable with BENCHMARKS.md."
-        )
     cfg["dataset"] = name
     cfg["num_train"], cfg["num_test"] = len(train[0]), len(test[0])
     print(
@@ -227,41 +149,28 @@ def main(argv=None):
         print(format_table(runs, policies))
 
     mean = {
-        policy: {
-            key: float(np.mean([r["runs"][policy][key] for r in per_seed]))
-            for key in (
+        policy: _common.mean_rows(
+            [r["runs"][policy] for r in per_seed],
+            (
                 "epoch_s",
                 "epoch_vs_float32",
                 "keras_acc",
                 "file_acc",
                 "max_abs_diff",
-            )
-        }
+            ),
+        )
         for policy in policies
     }
     if len(per_seed) > 1:
         print(f"\n== mean over seeds {args.seeds}")
         print(format_table(mean, policies))
-    elapsed = time.perf_counter() - wall_start
     print(
         "\nepoch s: best epoch; epoch/f32: against float32 in the same run. "
         "keras acc: the trained Keras model on the whole test set; file acc: "
         "its float32 LiteRT file; max|file-keras|: largest logit difference "
         "between the two (bfloat16 rounding in Keras)."
     )
-    print(f"total wall time: {elapsed:.0f} s")
-    if args.json:
-        report = {
-            "command": command,
-            "versions": versions,
-            "config": cfg,
-            "per_seed": per_seed,
-            "mean": mean,
-            "wall_time_s": elapsed,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
+    bench.finish(args.json, cfg, per_seed=per_seed, mean=mean)
     return 0
 
 

@@ -26,24 +26,17 @@ ratios, and the goals of issue #4. Usage:
     python benchmarks/qat_benchmark.py --json out.json
 """
 
-import argparse
-import json
 import os
-import platform
-import shlex
-import subprocess
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common  # noqa: E402
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pruning_benchmark as shared  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_compress as kc  # noqa: E402
@@ -59,6 +52,7 @@ VARIANTS = (
     ("qat", "QAT int8", "qat"),
 )
 NUM_CALIBRATION = 200
+PACKAGES = _common.PACKAGES + _common.TFMOT_PACKAGES
 
 
 def convert_qat(model):
@@ -79,84 +73,31 @@ def convert_qat(model):
 
 def run_keras_compress(cfg, seed, baseline_weights, data):
     """Plain, QAT and PTQ with keras_compress; returns runs and files."""
-    (x_train, y_train), (x_test, y_test) = data
-    fit_kwargs = {
-        "batch_size": cfg["batch_size"],
-        "epochs": cfg["finetune_epochs"],
-        "verbose": 0,
-    }
-    keras.utils.set_random_seed(seed)
-    plain = shared.build_model()
-    plain.set_weights(baseline_weights)
-    shared._compile(plain, cfg["finetune_lr"])
-    timer = shared.EpochTimer()
-    plain.fit(x_train, y_train, callbacks=[timer], **fit_kwargs)
-    runs = {
-        "plain": {
-            "epoch_times": timer.times,
-            "keras_acc": shared._accuracy(plain, x_test, y_test),
-        }
-    }
+    (x_train, _), _ = data
+    runs = {}
+    plain, runs["plain"] = _common.fine_tune(
+        keras, cfg, seed, baseline_weights, data
+    )
     files = {"plain": kc.convert.to_tflite(plain, "float32", sparse=False)}
     ptq = kc.convert.to_tflite(
         plain, "int8", representative_data=x_train[:NUM_CALIBRATION]
     )
 
-    keras.utils.set_random_seed(seed)
-    start = shared.build_model()
-    start.set_weights(baseline_weights)
-    qat = quantization.quantize_model(start)
-    shared._compile(qat, cfg["finetune_lr"])
-    timer = shared.EpochTimer()
-    qat.fit(x_train, y_train, callbacks=[timer], **fit_kwargs)
-    runs["qat"] = {
-        "epoch_times": timer.times,
-        "keras_acc": shared._accuracy(qat, x_test, y_test),
-    }
+    qat, runs["qat"] = _common.fine_tune(
+        keras,
+        cfg,
+        seed,
+        baseline_weights,
+        data,
+        wrap=quantization.quantize_model,
+    )
     files["qat"] = convert_qat(qat)
     return runs, files, ptq
 
 
 def run_tfmot(cfg, seed, weights_path, work_dir):
     """Runs the tfmot worker in its own process; returns runs and files."""
-    command = [
-        sys.executable,
-        WORKER,
-        "--weights",
-        weights_path,
-        "--datasets-py",
-        kc.datasets.__file__,
-        "--out-dir",
-        work_dir,
-        "--seed",
-        str(seed),
-        "--data-seed",
-        str(cfg["data_seed"]),
-        "--epochs",
-        str(cfg["finetune_epochs"]),
-        "--batch-size",
-        str(cfg["batch_size"]),
-        "--learning-rate",
-        str(cfg["finetune_lr"]),
-    ]
-    if cfg["max_train"] is not None:
-        command += ["--max-train", str(cfg["max_train"])]
-    if cfg["max_test"] is not None:
-        command += ["--max-test", str(cfg["max_test"])]
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("KERAS_BACKEND", None)
-    result = subprocess.run(
-        command, env=env, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"The tfmot worker failed (exit {result.returncode}). Is "
-            "`pip install -e .[bench,litert]` done? Command:\n"
-            f"{shlex.join(command)}\n--- stderr (tail) ---\n"
-            f"{result.stderr[-4000:]}"
-        )
-    with open(os.path.join(work_dir, "tfmot_report.json")) as f:
-        report = json.load(f)
+    report = _common.run_tfmot_worker(WORKER, cfg, seed, weights_path, work_dir)
     files = {}
     for run in ("plain", "qat"):
         with open(report[run].pop("file"), "rb") as f:
@@ -165,38 +106,13 @@ def run_tfmot(cfg, seed, weights_path, work_dir):
 
 
 def run_seed(cfg, seed, data, keep_dir=None):
-    (x_train, y_train), (x_test, y_test) = data
-    print(
-        f"\n== seed {seed}: Keras 3 baseline "
-        f"({cfg['baseline_epochs']} epochs) ...",
-        flush=True,
-    )
-    keras.utils.set_random_seed(seed)
-    baseline = shared.build_model()
-    shared._compile(baseline, cfg["baseline_lr"])
-    timer = shared.EpochTimer()
-    baseline.fit(
-        x_train,
-        y_train,
-        batch_size=cfg["batch_size"],
-        epochs=cfg["baseline_epochs"],
-        callbacks=[timer],
-        verbose=0,
-    )
-    baseline_weights = baseline.get_weights()
-    result = {
-        "baseline": {
-            "epoch_times": timer.times,
-            "keras_acc": shared._accuracy(baseline, x_test, y_test),
-        }
-    }
+    _, (x_test, y_test) = data
+    baseline_weights, baseline = _common.train_baseline(keras, cfg, seed, data)
+    result = {"baseline": baseline}
     runs, files = {}, {}
     with tempfile.TemporaryDirectory(prefix="kc_qat_bench_") as work:
         weights_path = os.path.join(work, "baseline.npz")
-        np.savez(
-            weights_path,
-            **{f"w{i:02d}": w for i, w in enumerate(baseline_weights)},
-        )
+        _common.save_weights(weights_path, baseline_weights)
         print(
             f"   keras_compress fine-tunes ({cfg['finetune_epochs']} epochs, "
             "plain and QAT) ...",
@@ -213,37 +129,34 @@ def run_seed(cfg, seed, data, keep_dir=None):
         result["tfmot_versions"] = report["versions"]
         runs["tfmot"] = {"plain": report["plain"], "qat": report["qat"]}
     if keep_dir:
-        os.makedirs(keep_dir, exist_ok=True)
         named = {"keras_compress_ptq": ptq}
         for tool, by_run in files.items():
             for run, content in by_run.items():
                 named[f"{tool}_{run}"] = content
         for name, content in named.items():
-            path = os.path.join(keep_dir, f"seed{seed}_{name}.tflite")
-            with open(path, "wb") as f:
-                f.write(content)
+            _common.write_file(keep_dir, f"seed{seed}_{name}.tflite", content)
 
     print("   measuring LiteRT files ...", flush=True)
     result["runs"] = runs
     result["variants"] = {}
     for tool in TOOLS:
-        plain_epoch = min(runs[tool]["plain"]["epoch_times"])
         rows = {}
         for key, _, run in VARIANTS:
-            row = shared.measure_file(
-                files[tool][run], x_test, y_test, cfg["latency_runs"]
+            rows[key] = _common.measure_run_file(
+                files[tool][run],
+                runs[tool][run],
+                runs[tool]["plain"],
+                x_test,
+                y_test,
+                cfg["latency_runs"],
             )
-            row["keras_acc"] = runs[tool][run]["keras_acc"]
-            row["epoch_s"] = min(runs[tool][run]["epoch_times"])
-            row["epoch_vs_plain"] = row["epoch_s"] / plain_epoch
-            rows[key] = row
         for row in rows.values():
             row["bytes_vs_float"] = row["bytes"] / rows["float32"]["bytes"]
             row["latency_vs_float"] = (
                 row["latency_s"] / rows["float32"]["latency_s"]
             )
         result["variants"][tool] = rows
-    result["ptq"] = shared.measure_file(
+    result["ptq"] = _common.measure_file(
         ptq, x_test, y_test, cfg["latency_runs"]
     )
     return result
@@ -251,86 +164,36 @@ def run_seed(cfg, seed, data, keep_dir=None):
 
 def mean_over(per_seed):
     """Mean of every figure over the seeds."""
-    mean = {"variants": {}, "ptq": {}}
-    for tool in TOOLS:
-        mean["variants"][tool] = {}
-        for key, *_ in VARIANTS:
-            rows = [r["variants"][tool][key] for r in per_seed]
-            mean["variants"][tool][key] = {
-                name: float(np.mean([row[name] for row in rows]))
-                for name in rows[0]
-            }
-    for name in per_seed[0]["ptq"]:
-        mean["ptq"][name] = float(np.mean([r["ptq"][name] for r in per_seed]))
-    return mean
+    return {
+        "variants": _common.mean_variants(
+            per_seed, TOOLS, [key for key, *_ in VARIANTS]
+        ),
+        "ptq": _common.mean_rows([r["ptq"] for r in per_seed]),
+    }
 
 
-COLUMNS = (
-    # (figure, header, how kc/tfmot compares: "ratio" or "diff")
-    ("keras_acc", "keras acc", "diff"),
-    ("file_acc", "file acc", "diff"),
-    ("bytes", "bytes", "ratio"),
-    ("gzip_bytes", "gzip bytes", "ratio"),
-    ("bytes_vs_float", "bytes/f32", "ratio"),
-    ("latency_s", "latency us", "ratio"),
-    ("latency_vs_float", "lat/f32", "ratio"),
-    ("epoch_s", "epoch s", "ratio"),
-    ("epoch_vs_plain", "epoch/plain", "ratio"),
+COLUMNS = _common.tool_columns(
+    "keras_acc",
+    "file_acc",
+    "bytes",
+    "gzip_bytes",
+    ("bytes_vs_float", "bytes/f32", "{:.3f}", "ratio"),
+    "latency_s",
+    ("latency_vs_float", "lat/f32", "{:.3f}", "ratio"),
+    "epoch_s",
+    "epoch_vs_plain",
 )
-_FORMATS = {
-    "keras_acc": "{:.4f}",
-    "file_acc": "{:.4f}",
-    "bytes": "{:,.0f}",
-    "gzip_bytes": "{:,.0f}",
-    "bytes_vs_float": "{:.3f}",
-    "latency_vs_float": "{:.3f}",
-    "epoch_s": "{:.2f}",
-    "epoch_vs_plain": "{:.3f}",
-}
-
-
-def _cell(name, value):
-    if name == "latency_s":
-        return f"{value * 1e6:.1f}"
-    return _FORMATS[name].format(value)
 
 
 def format_table(variants):
     """One table: variant x tool, plus a keras_compress/tfmot row."""
-    header = ["variant", "tool"] + [c[1] for c in COLUMNS]
-    lines = []
-    for key, label, _ in VARIANTS:
-        for tool in TOOLS:
-            row = variants[tool][key]
-            lines.append(
-                [label, tool] + [_cell(name, row[name]) for name, *_ in COLUMNS]
-            )
-        kc_row, tf_row = variants["keras_compress"][key], variants["tfmot"][key]
-        compare = []
-        for name, _, how in COLUMNS:
-            if how == "diff":
-                compare.append(f"{kc_row[name] - tf_row[name]:+.4f}")
-            elif tf_row[name]:
-                compare.append(f"{kc_row[name] / tf_row[name]:.2f}x")
-            else:
-                compare.append("-")
-        lines.append([label, "kc/tfmot"] + compare)
-    widths = [
-        max(len(str(x)) for x in column) for column in zip(header, *lines)
-    ]
-
-    def fmt_line(cells):
-        out = [f"{cells[0]:<{widths[0]}}", f"{cells[1]:<{widths[1]}}"]
-        out += [f"{c:>{w}}" for c, w in zip(cells[2:], widths[2:])]
-        return " | ".join(out)
-
-    rule = "-+-".join("-" * w for w in widths)
-    text = [fmt_line(header), rule]
-    for i, line in enumerate(lines):
-        text.append(fmt_line(line))
-        if i % 3 == 2 and i != len(lines) - 1:
-            text.append(rule)
-    return "\n".join(text)
+    return _common.format_tool_table(
+        variants,
+        [(key, label) for key, label, _ in VARIANTS],
+        COLUMNS,
+        TOOLS,
+        "kc/tfmot",
+    )
 
 
 def format_ptq(ptq, variants):
@@ -385,68 +248,32 @@ def check_goals(variants):
 
 
 def make_config(args):
-    quick = args.quick
-    return {
-        "quick": quick,
-        "max_train": 6000 if quick else None,
-        "max_test": 1000 if quick else None,
-        "data_seed": 0,
-        "batch_size": 128,
-        "baseline_epochs": 1 if quick else 3,
-        "baseline_lr": 1e-3,
-        "finetune_epochs": 1 if quick else 2,
-        "finetune_lr": 1e-4,
-        "latency_runs": args.latency_runs,
-    }
+    cfg = _common.finetune_config(args.quick)
+    cfg["latency_runs"] = args.latency_runs
+    return cfg
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1],
-        help="training seeds (default: 0 1); one table per seed and the mean",
-    )
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke test: 6000 train / 1000 test images, 1 epoch per training",
-    )
-    parser.add_argument("--json", metavar="PATH", help="write every figure")
-    parser.add_argument(
-        "--latency-runs",
-        type=int,
-        default=300,
-        help="single-image invokes per latency median",
-    )
-    parser.add_argument(
-        "--keep-files", metavar="DIR", help="save every LiteRT file here"
+    parser = _common.benchmark_parser(__doc__)
+    _common.add_arguments(
+        parser,
+        "seeds",
+        "quick",
+        "json",
+        "latency_runs",
+        "keep_files",
+        seeds="training seeds (default: 0 1); one table per seed and the mean",
+        quick="smoke test: 6000 train / 1000 test images, 1 epoch per training",
+        json="write every figure",
+        keep_files="save every LiteRT file here",
     )
     args = parser.parse_args(argv)
-    tf.get_logger().setLevel("ERROR")
-
-    wall_start = time.perf_counter()
-    command = shlex.join([sys.executable] + sys.argv)
-    versions = shared._versions()
-    print(f"$ {command}")
-    print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs")
+    bench = _common.BenchmarkRun(PACKAGES)
 
     cfg = make_config(args)
-    name, train, test = kc.datasets.load_demo_data(
-        max_train=cfg["max_train"],
-        max_test=cfg["max_test"],
-        seed=cfg["data_seed"],
+    name, train, test = _common.load_data(
+        cfg["max_train"], cfg["max_test"], cfg["data_seed"]
     )
-    if name != "fashion_mnist":
-        print(
-            f"warning: Fashion-MNIST not found, using '{name}'; the "
-            "figures are not comparable with BENCHMARKS.md."
-        )
     cfg["dataset"] = name
     cfg["num_train"], cfg["num_test"] = len(train[0]), len(test[0])
     print(
@@ -463,12 +290,7 @@ def main(argv=None):
         result = run_seed(cfg, seed, (train, test), args.keep_files)
         result["seed"] = seed
         per_seed.append(result)
-        versions.update(
-            {
-                k.replace("_", "-"): v
-                for k, v in result.pop("tfmot_versions").items()
-            }
-        )
+        bench.add_worker_versions(result.pop("tfmot_versions"))
         print(
             f"\n-- seed {seed}: baseline Keras acc "
             f"{result['baseline']['keras_acc']:.4f} (tf_keras with the same "
@@ -484,26 +306,13 @@ def main(argv=None):
         print(format_ptq(mean["ptq"], mean["variants"]))
     print("\nissue #4 goals (keras_compress QAT int8 file, mean over seeds):")
     print(check_goals(mean["variants"]))
-    elapsed = time.perf_counter() - wall_start
     print(
         "\nepoch s: best epoch of each fine-tune; epoch/plain, bytes/f32, "
         "lat/f32: against the same tool's plain fine-tune and float32 file "
         "in the same run. kc/tfmot: ratio keras_compress / tfmot "
         "(accuracies: difference)."
     )
-    print(f"total wall time: {elapsed:.0f} s")
-    if args.json:
-        report = {
-            "command": command,
-            "versions": versions,
-            "config": cfg,
-            "per_seed": per_seed,
-            "mean": mean,
-            "wall_time_s": elapsed,
-        }
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
-        print(f"wrote {args.json}")
+    bench.finish(args.json, cfg, per_seed=per_seed, mean=mean)
     return 0
 
 
