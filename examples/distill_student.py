@@ -24,21 +24,6 @@ from keras_compress import demo
 from keras_compress import distillation
 
 
-def build_student(input_shape, num_classes):
-    """Conv2D(8) + Dense(32): about 4x fewer weights than the teacher."""
-    return keras.Sequential(
-        [
-            keras.Input(input_shape),
-            keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
-            keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(),
-            keras.layers.Dense(32, activation="relu"),
-            keras.layers.Dense(num_classes),
-        ],
-        name="student",
-    )
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-train", type=int, default=6000)
@@ -66,12 +51,12 @@ def main():
     teacher.fit(x_train, y_train, **fit)
 
     keras.utils.set_random_seed(1)
-    alone = build_student(input_shape, num_classes)
+    alone = demo.student_cnn(input_shape, num_classes)
     initial_weights = alone.get_weights()
     alone.compile("adam", loss, metrics=["accuracy"])
     alone.fit(x_train, y_train, **fit)
 
-    student = build_student(input_shape, num_classes)
+    student = demo.student_cnn(input_shape, num_classes)
     student.set_weights(initial_weights)
     callbacks = []
     if args.prune:

@@ -274,7 +274,7 @@ def build_parser():
         "--finetune-epochs",
         type=_positive_int,
         default=2,
-        help="fine-tuning epochs per pruned variant (default 2)",
+        help="fine-tuning epochs per compressed variant (default 2)",
     )
     demo.add_argument(
         "--max-train",

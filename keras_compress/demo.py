@@ -17,7 +17,9 @@ import numpy as np
 from keras_compress import analysis
 from keras_compress import convert
 from keras_compress import datasets
+from keras_compress import distillation
 from keras_compress import pruning
+from keras_compress import quantization
 
 
 def reference_cnn(input_shape=(28, 28, 1), num_classes=10):
@@ -47,6 +49,29 @@ def reference_cnn(input_shape=(28, 28, 1), num_classes=10):
             keras.layers.Dense(num_classes),
         ],
         name="reference_cnn",
+    )
+
+
+def student_cnn(input_shape=(28, 28, 1), num_classes=10):
+    """The distillation student: Conv2D(8) + Dense(32), about 4x smaller.
+
+    Args:
+        input_shape: Image shape `(height, width, channels)`.
+        num_classes: Number of output logits.
+
+    Returns:
+        An uncompiled Sequential model.
+    """
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(32, activation="relu"),
+            keras.layers.Dense(num_classes),
+        ],
+        name="student_cnn",
     )
 
 
@@ -116,11 +141,13 @@ def run_demo(
 
     Variants: the float32 original; float16, dynamic-range and full-int8
     post-training quantization; 80 % magnitude pruning and 2:4 pruning,
-    each fine-tuned, stripped and stored sparse; pruning plus int8.
+    each fine-tuned, stripped and stored sparse; pruning plus int8;
+    quantization-aware training to an integer file; a 4x smaller student
+    distilled from the original.
 
     Args:
         epochs: Baseline training epochs.
-        finetune_epochs: Fine-tuning epochs of each pruned variant.
+        finetune_epochs: Fine-tuning epochs of each compressed variant.
         max_train: Use at most this many training images (None: all).
         max_test: Evaluate on at most this many test images (None: all).
         sparsity: Final sparsity of magnitude pruning.
@@ -196,6 +223,24 @@ def run_demo(
         layers_to_prune=lambda layer: layer.name != baseline.layers[0].name,
     )
 
+    log(f"Quantization-aware training for {finetune_epochs} epoch(s)...")
+    qat = _compile(quantization.quantize_model(baseline), 1e-4)
+    qat.fit(x_train, y_train, batch_size=128, epochs=finetune_epochs, verbose=0)
+
+    log(f"Distilling a 4x smaller student for {epochs} epoch(s)...")
+    student = student_cnn(x_train.shape[1:], num_classes)
+    distiller = distillation.Distiller(student=student, teacher=baseline)
+    distiller.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        ),
+        alpha=0.1,
+        temperature=3.0,
+    )
+    distiller.fit(x_train, y_train, batch_size=128, epochs=epochs, verbose=0)
+
     variants = [
         ("float32", baseline, {}),
         ("float16 weights", baseline, {"mode": "float16"}),
@@ -225,6 +270,8 @@ def run_demo(
                 "sparse": True,
             },
         ),
+        ("QAT int8", qat, {"mode": "int8"}),
+        ("distilled student", distiller.student, {}),
     ]
     rows = []
     for variant, model, options in variants:

@@ -45,9 +45,13 @@ def test_demo_prints_one_row_per_variant(demo_run):
     text, report, _ = demo_run
     variants = [row["variant"] for row in report["rows"]]
     assert variants[0] == "float32"
-    assert {"int8 PTQ", "pruned 80% (sparse)", "pruned 2:4 (sparse)"} <= set(
-        variants
-    )
+    assert {
+        "int8 PTQ",
+        "pruned 80% (sparse)",
+        "pruned 2:4 (sparse)",
+        "QAT int8",
+        "distilled student",
+    } <= set(variants)
     for variant in variants:
         assert variant in text
     assert "gzip x" in text.splitlines()[1]
@@ -71,6 +75,8 @@ def test_demo_files_are_verified_against_keras(demo_run):
         < 0.5 * rows["float32"]["gzip_bytes"]
     )
     assert rows["int8 PTQ"]["bytes"] < 0.35 * rows["float32"]["bytes"]
+    assert rows["QAT int8"]["bytes"] < 0.35 * rows["float32"]["bytes"]
+    assert rows["distilled student"]["bytes"] < 0.5 * rows["float32"]["bytes"]
     files = sorted(p.name for p in output.glob("*.tflite"))
     assert len(files) == len(rows)
     assert not list(output.glob("*.tmp*"))  # atomic writes left no debris
