@@ -27,22 +27,34 @@ from keras_compress.pruning.registry import is_prunable
 from keras_compress.pruning.schedules import ConstantSparsity
 from keras_compress.pruning.schedules import PolynomialDecay
 from keras_compress.pruning.schedules import PruningSchedule
+from keras_compress.pruning.structured import ChannelPruningPlan
+from keras_compress.pruning.structured import GradualChannelPruning
+from keras_compress.pruning.structured import apply_channel_plan
+from keras_compress.pruning.structured import channel_plan
+from keras_compress.pruning.structured import mask_channels
+from keras_compress.pruning.structured import prune_channels
 from keras_compress.pruning.wrapper import PruneLowMagnitude
 
 __all__ = [
+    "ChannelPruningPlan",
     "ConstantSparsity",
+    "GradualChannelPruning",
     "PolynomialDecay",
     "PruneLowMagnitude",
     "PrunedModel",
     "PruningSchedule",
     "PruningSummaries",
     "UpdatePruningStep",
+    "apply_channel_plan",
     "block_mask",
+    "channel_plan",
     "get_prunable_weights",
     "get_pruners",
     "is_prunable",
     "magnitude_mask",
+    "mask_channels",
     "n_m_mask",
+    "prune_channels",
     "prune_low_magnitude",
     "strip_pruning",
 ]
