@@ -6,6 +6,7 @@ import sys
 import tempfile
 import warnings
 
+import keras
 import numpy as np
 
 from keras_compress.convert import _errors
@@ -80,8 +81,13 @@ def to_tflite(
             scale and zero point, see `run_tflite`).
         sparse: `True` stores zero-rich weights in LiteRT's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), `False` never does,
-            `None` does when the model's prunable kernels (trainable
-            weights of rank >= 2) are at least 50 % zeros.
+            `None` does for float and dynamic-range files when the model's
+            prunable kernels (trainable weights of rank >= 2) are at least
+            50 % zeros. Integer files (`"int8"`, `"int16x8"`) stay dense
+            under `None`: XNNPACK does not run sparse integer weights, so
+            they would be slower, and LiteRT's sparse integer
+            FULLY_CONNECTED is wrong for input depths below 16 (refused
+            with `True`).
         path: Optional file path; the flatbuffer is written atomically
             there (its folder must exist). The bytes are returned in any
             case.
@@ -146,7 +152,15 @@ def to_tflite(
         model = _dequantized(model, mode)
     model = _precision.float32_compute_copy(model)
     if sparse is None:
-        sparse = kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
+        # Integer activations on sparse weights leave XNNPACK (it refuses
+        # them) for slow reference kernels: keep integer files dense; gzip
+        # still captures their zeros.
+        sparse = (
+            mode not in _INTEGER_MODES
+            and kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
+        )
+    elif sparse and mode in _INTEGER_MODES:
+        _check_sparse_integer_layers(model)
 
     with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
         saved_model_dir = os.path.join(tmp, "saved_model")
@@ -180,6 +194,31 @@ def to_tflite(
     if path is not None:
         _files.write_atomically(path, content)
     return content
+
+
+# LiteRT 2.3's sparse integer FULLY_CONNECTED kernel returns wrong values
+# when the input depth is below this (checked: depths 4, 8 and 12 fail,
+# 16, 20, 24 and up match the dense file).
+_MIN_SPARSE_INTEGER_FC_DEPTH = 16
+
+
+def _check_sparse_integer_layers(model):
+    """Refuses `sparse=True` where the integer sparse kernel is wrong."""
+    for layer in model._flatten_layers(include_self=False):
+        kernel = getattr(layer, "kernel", None)
+        if not isinstance(layer, keras.layers.Dense) or kernel is None:
+            continue
+        depth = int(kernel.shape[0])
+        values = keras.ops.convert_to_numpy(kernel)
+        if depth < _MIN_SPARSE_INTEGER_FC_DEPTH and not values.all():
+            raise ValueError(
+                f"`sparse=True` with an integer mode: Dense layer "
+                f"'{layer.name}' has an input depth of {depth}, and LiteRT's "
+                "sparse integer FULLY_CONNECTED kernel computes wrong "
+                f"results below a depth of {_MIN_SPARSE_INTEGER_FC_DEPTH}. "
+                "Use `sparse=False` (gzip still captures the zeros) or "
+                "`sparse=None`."
+            )
 
 
 def kernel_sparsity(model):

@@ -523,3 +523,25 @@ def test_int8_warns_when_qat_ranges_were_never_learned():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         to_tflite(model, "int8")
+
+
+def test_integer_files_stay_dense_unless_asked(pruned_cnn):
+    model, x = pruned_cnn
+    assert kernel_sparsity(model) >= 0.5
+    content = to_tflite(model, "int8", representative_data=x)
+    assert not any(op.op_name == "DENSIFY" for op in op_details(content))
+
+
+def test_sparse_integer_refuses_a_shallow_dense_layer():
+    # LiteRT's sparse int8 FULLY_CONNECTED is wrong below depth 16.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
+    kernel = model.layers[0].kernel
+    kernel.assign(np.where(np.arange(96).reshape(12, 8) % 2, kernel, 0.0))
+    x = np.random.default_rng(0).normal(size=(50, 12)).astype("float32")
+    with pytest.raises(ValueError, match="'dense'.*input depth of 12"):
+        to_tflite(model, "int8", sparse=True, representative_data=x)
+    dense = to_tflite(model, "int8", sparse=None, representative_data=x)
+    expected = model.predict(x, verbose=0)
+    diff = np.max(np.abs(run_tflite(dense, x) - expected))
+    assert diff < INT8_RTOL * np.ptp(expected)
