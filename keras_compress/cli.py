@@ -213,6 +213,83 @@ def _verify(args):
     return 0
 
 
+def _compress_data(path):
+    """`(train, val)` from an .npz: x_train/y_train/x_val/y_val, or x/y."""
+    import numpy as np
+
+    if not os.path.exists(path):
+        raise CommandError(f"--data file not found: {path}")
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    split = ("x_train", "y_train", "x_val", "y_val")
+    if all(name in arrays for name in split):
+        return (arrays["x_train"], arrays["y_train"]), (
+            arrays["x_val"],
+            arrays["y_val"],
+        )
+    if "x" in arrays and "y" in arrays:
+        # The last tenth validates, as Keras's validation_split does.
+        x, y = arrays["x"], arrays["y"]
+        cut = len(x) - max(1, len(x) // 10)
+        return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+    raise CommandError(
+        f"--data file {path} has arrays {sorted(arrays)}; expected x_train, "
+        "y_train, x_val, y_val (or x and y, of which the last 10 % "
+        "validates)"
+    )
+
+
+def _compress(args):
+    train, val = _compress_data(args.data)
+    model = _load_model(args.model)
+    loss = None
+    if args.loss is not None:
+        import keras
+
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=args.loss == "logits"
+        )
+    elif getattr(model, "loss", None) is None:
+        import keras
+
+        try:  # The saved model may carry its compile() settings.
+            model = keras.saving.load_model(args.model)
+        except Exception:
+            pass
+        if getattr(model, "loss", None) is None:
+            raise CommandError(
+                "the model was saved without a loss: give --loss logits (the "
+                "model outputs logits) or --loss probabilities (softmax)"
+            )
+
+    from keras_compress import pipeline
+
+    recipe = args.recipe
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target=args.target,
+        max_accuracy_drop=args.max_drop,
+        recipe=recipe,
+        epochs=args.epochs,
+        output=args.output,
+        resume=args.resume,
+        loss=loss,
+        distill=not args.no_distill,
+        verbose=0 if args.quiet else 1,
+    )
+    final = result.report.final
+    print(
+        f"{result.path}: accuracy {final.file_accuracy:.4f} "
+        f"(drop {final.accuracy_drop:+.4f}), {final.gzip_bytes:,} gzip bytes "
+        f"({final.gzip_bytes / result.report.original.gzip_bytes:.3f}x); "
+        f"report: {os.path.join(args.output, 'report.md')}"
+    )
+    # A file over budget is still delivered, but a script must notice.
+    return 0 if result.budget_met else 3
+
+
 def _positive_int(text):
     value = int(text)
     if value < 1:
@@ -224,6 +301,13 @@ def _non_negative_int(text):
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _accuracy_drop(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
 
 
@@ -467,6 +551,86 @@ example:
         help="print the report as JSON instead of a table",
     )
     verify.set_defaults(handler=_verify)
+
+    from keras_compress.pipeline import targets
+
+    compress = commands.add_parser(
+        "compress",
+        help="compress a model to a verified file within an accuracy budget",
+        description="Builds a recipe from a per-layer sensitivity scan (or "
+        "runs --recipe), prunes and fine-tunes with distillation, trains "
+        "quantization-aware for int8, converts, verifies the file and backs "
+        "off until the accuracy drop is within --max-drop. Writes the file, "
+        "report.md/.html/.json, plots and each stage's model to -o.",
+        epilog="""
+data: an .npz with x_train, y_train, x_val, y_val (integer labels), or x
+and y, of which the last 10 % validates.
+exit status: 0 when the budget is met, 3 when it is not (the most accurate
+file is still written), 1 on errors.
+
+example:
+  keras-compress compress model.keras --data data.npz --target tflite-int8 \\
+      --max-drop 0.01 -o out/
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compress.add_argument("model", help="the trained .keras model file")
+    compress.add_argument(
+        "--data",
+        required=True,
+        metavar="DATA.npz",
+        help="training and validation data (see below)",
+    )
+    compress.add_argument(
+        "--target",
+        choices=sorted(targets.TARGETS),
+        default="tflite-int8",
+        help="file to deliver (default tflite-int8)",
+    )
+    compress.add_argument(
+        "--max-drop",
+        type=_accuracy_drop,
+        default=0.01,
+        metavar="D",
+        help="largest accepted accuracy loss, 0.01 = one point (default)",
+    )
+    compress.add_argument(
+        "--recipe",
+        metavar="FILE",
+        default=None,
+        help="a JSON or YAML recipe to run instead of building one",
+    )
+    compress.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="fine-tuning epochs per step (default 2)",
+    )
+    compress.add_argument(
+        "--loss",
+        choices=("logits", "probabilities"),
+        default=None,
+        help="training loss when the model was saved without one: sparse "
+        "categorical cross-entropy on logits or on probabilities",
+    )
+    compress.add_argument(
+        "--no-distill",
+        action="store_true",
+        help="fine-tune on the labels alone, without the original as teacher",
+    )
+    compress.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the stage models an earlier run saved in -o",
+    )
+    compress.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="output folder"
+    )
+    compress.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress output"
+    )
+    compress.set_defaults(handler=_compress)
     return parser
 
 

@@ -1,0 +1,490 @@
+"""`compress()`: from a trained model to a verified file, under a budget."""
+
+import dataclasses
+import json
+import math
+import os
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_compress import analysis
+from keras_compress import convert
+from keras_compress import rewrite
+from keras_compress.analysis import sensitivity as sensitivity_lib
+from keras_compress.convert import _files
+from keras_compress.pipeline import recipe as recipe_lib
+from keras_compress.pipeline import report as report_lib
+from keras_compress.pipeline import steps as steps_lib
+from keras_compress.pipeline import targets as targets_lib
+
+# When the recipe is built from the budget, each try scales the per-layer
+# sparsities from the scan by the next factor: the first try compresses
+# most, later ones back off, the last prunes nothing.
+BACK_OFF_FACTORS = (1.0, 0.75, 0.5, 0.0)
+# Sparsities below this are not worth a pruning step.
+MIN_SPARSITY = 0.1
+CALIBRATION_SAMPLES = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionResult:
+    """What `compress()` returns.
+
+    Attributes:
+        model: The Keras model of the delivered file (e.g. the QAT model).
+        content: The delivered file's bytes.
+        path: Where the file was written, or `None` without `output`.
+        report: A `CompressionReport` with every stage's figures.
+        budget_met: Whether the delivered file is within the budget.
+    """
+
+    model: object
+    content: bytes
+    path: object
+    report: object
+    budget_met: bool
+
+
+def compress(
+    model,
+    train_data,
+    val_data,
+    *,
+    target="tflite-int8",
+    max_accuracy_drop=0.01,
+    recipe=None,
+    teacher=None,
+    distill=True,
+    epochs=2,
+    output=None,
+    resume=False,
+    loss=None,
+    batch_size=128,
+    strategy=None,
+    sparsities=sensitivity_lib.DEFAULT_SPARSITIES,
+    scan_tolerance=None,
+    latency_runs=100,
+    verbose=1,
+):
+    """Compresses a trained classifier into a verified file within a budget.
+
+    With `recipe=None` the recipe is built from the budget:
+
+    1. a **sensitivity scan** prunes one layer at a time
+       (`kc.analysis.pruning_sensitivity`) and gives each layer the highest
+       sparsity that costs at most `scan_tolerance` on its own;
+    2. the model is **pruned** to those sparsities while fine-tuning for
+       `epochs`, distilling from the original model;
+    3. for an int8 target, **quantization-aware training** follows for
+       `epochs` (zeros kept);
+    4. the result is **converted** to `target` and the file is **verified**
+       on `val_data`. If its accuracy drop exceeds `max_accuracy_drop`, the
+       pipeline **backs off** (sparsities scaled by 0.75, 0.5, then no
+       pruning) and tries again from the original model.
+
+    The budget is checked on the converted file, not estimated. If no try
+    meets it, the most accurate file is delivered and a warning (and
+    `result.budget_met == False`) says so.
+
+    Args:
+        model: A trained, built Keras classifier (one output of class
+            scores or logits). It is not changed.
+        train_data: `(x, y)` arrays (integer labels) or a batched
+            `tf.data.Dataset` of `(x, y)`.
+        val_data: `(x, y)` arrays or a `tf.data.Dataset`; every file is
+            verified on it.
+        target: `"tflite-int8"`, `"tflite-float16"`, `"tflite-dynamic"`,
+            `"tflite-float32"`, `"onnx"` or `"onnx-float16"`.
+        max_accuracy_drop: Largest accepted accuracy loss of the file,
+            against the original model (0.01 is one point).
+        recipe: `None` (built from the budget), a `Recipe`, a list of
+            steps, a recipe config dict, or a path to a JSON/YAML recipe.
+            A given recipe runs once, without back-off.
+        teacher: Model to distill from during fine-tuning; defaults to the
+            original model when `distill` is True.
+        distill: Fine-tune through a `Distiller` (soft targets from the
+            teacher) instead of on the labels alone.
+        epochs: Fine-tuning epochs of each step of a built recipe.
+        output: Folder for the delivered file (`model.tflite` or
+            `model.onnx`), `report.md/.html/.json`, plots, `recipe.json`
+            and each stage's `.keras` model under `stages/`. Written
+            atomically; created if missing.
+        resume: With `output`, reuse stage models saved there by an
+            earlier run instead of training them again.
+        loss: Training loss; defaults to the compiled loss of `model`.
+        batch_size: Batch size for array data.
+        strategy: A `tf.distribute.Strategy` to train every step under.
+        sparsities: Sparsities the sensitivity scan tries.
+        scan_tolerance: Accuracy a layer may lose in the scan (before
+            fine-tuning); defaults to `max(3 * max_accuracy_drop, 0.01)`.
+        latency_runs: Timed single-sample runs per file (0 skips).
+        verbose: 0 is quiet; 1 prints progress and Keras progress bars.
+
+    Returns:
+        A `CompressionResult`.
+
+    Raises:
+        ValueError: For bad arguments or data, before any training.
+
+    Example:
+
+    ```python
+    result = kc.compress(model, (x_train, y_train), (x_val, y_val),
+                         target="tflite-int8", max_accuracy_drop=0.01,
+                         output="out/")
+    print(result.report.to_markdown())
+    ```
+    """
+    start = time.perf_counter()
+    targets_lib.check_target(target)
+    if (
+        not isinstance(max_accuracy_drop, (int, float))
+        or isinstance(max_accuracy_drop, bool)
+        or not 0 <= max_accuracy_drop < 1
+    ):
+        raise ValueError(
+            "`max_accuracy_drop` must be a number in [0, 1) (0.01 is one "
+            f"accuracy point); received {max_accuracy_drop!r}."
+        )
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"`epochs` must be an integer >= 1; got {epochs!r}.")
+    if resume and output is None:
+        raise ValueError(
+            "`resume=True` needs `output`, the earlier run's folder."
+        )
+    rewrite.check_built(model)
+    x_val, y_val = _arrays(val_data, "val_data")
+    _check_inputs(model, x_val, "val_data")
+    train_data, calibration, num_train = _training_data(
+        train_data, batch_size, model
+    )
+    loss = _loss(model, loss)
+    recipe = _as_recipe(recipe)
+    if teacher is None and distill:
+        teacher = model
+    log = print if verbose else (lambda *args: None)
+
+    if output is not None:
+        os.makedirs(os.path.join(output, "stages"), exist_ok=True)
+    context = steps_lib.TrainingContext(
+        train_data=train_data,
+        loss=loss,
+        batch_size=batch_size,
+        steps_per_epoch=max(1, math.ceil(num_train / batch_size))
+        if num_train
+        else _dataset_steps(train_data),
+        teacher=teacher if distill else None,
+        strategy=strategy,
+        verbose="auto" if verbose else 0,
+    )
+
+    def measure(stage, attempt, stage_model, stage_target, seconds):
+        content = targets_lib.convert_to_target(
+            stage_model, stage_target, calibration
+        )
+        check = convert.verify(
+            stage_model, content, x_val, y_val, latency_runs=latency_runs
+        )
+        reference = original.file_accuracy if original else check.file_accuracy
+        result = report_lib.StageResult(
+            stage=stage,
+            attempt=attempt,
+            target=stage_target,
+            keras_accuracy=check.keras_accuracy,
+            file_accuracy=check.file_accuracy,
+            accuracy_drop=reference - check.file_accuracy,
+            bytes=check.bytes,
+            gzip_bytes=check.gzip_bytes,
+            latency_us=(check.latency_s or 0.0) * 1e6,
+            # Trainable ones: QAT adds masks and ranges as variables.
+            params=sum(
+                int(np.prod(w.shape)) for w in stage_model.trainable_weights
+            ),
+            sparsity=analysis.sparsity_report(stage_model).total_sparsity,
+            seconds=seconds,
+        )
+        log(
+            f"  {stage} -> {stage_target}: file accuracy "
+            f"{result.file_accuracy:.4f} (drop {result.accuracy_drop:+.4f}), "
+            f"{result.gzip_bytes:,} gzip bytes"
+        )
+        return result, content
+
+    log(f"Measuring the original model ({len(x_val):,} validation samples)")
+    original = None
+    original, _ = measure(
+        "original", 0, model, targets_lib.dense_reference_target(target), 0.0
+    )
+
+    scan = None
+    if recipe is None:
+        scan = _scan(model, x_val, y_val, sparsities, output, resume, log)
+        tolerance = (
+            scan_tolerance
+            if scan_tolerance is not None
+            else max(3 * max_accuracy_drop, 0.01)
+        )
+        recipes = _budget_recipes(scan.sparsity_plan(tolerance), target, epochs)
+    else:
+        recipes = [recipe]
+
+    stages, finals = [], []
+    for attempt, attempt_recipe in enumerate(recipes, start=1):
+        log(f"Try {attempt}/{len(recipes)}: {attempt_recipe!r}")
+        current = model
+        final = None
+        for index, step in enumerate(attempt_recipe.steps):
+            step_start = time.perf_counter()
+            current = _run_step(
+                step, current, context, output, attempt, index, resume, log
+            )
+            final = measure(
+                step.describe(),
+                attempt,
+                current,
+                target,
+                time.perf_counter() - step_start,
+            )
+            stages.append(final[0])
+        if final is None:  # An empty recipe: the original, converted.
+            step_start = time.perf_counter()
+            final = measure(
+                "convert",
+                attempt,
+                model,
+                target,
+                time.perf_counter() - step_start,
+            )
+            stages.append(final[0])
+        finals.append((len(stages) - 1, current, final[1]))
+        if final[0].accuracy_drop <= max_accuracy_drop:
+            break
+
+    within = [
+        f for f in finals if stages[f[0]].accuracy_drop <= max_accuracy_drop
+    ]
+    budget_met = bool(within)
+    chosen, final_model, content = (
+        within[0]
+        if within
+        else max(finals, key=lambda f: stages[f[0]].file_accuracy)
+    )
+    drop = stages[chosen].accuracy_drop
+    if budget_met:
+        message = (
+            f"Budget met: the {target} file loses {drop:.4f} accuracy "
+            f"(<= {max_accuracy_drop:.4f})."
+        )
+    else:
+        message = (
+            f"Budget NOT met: no try kept the accuracy drop within "
+            f"{max_accuracy_drop:.4f}; the best file loses {drop:.4f}. "
+            "Delivered that file; allow a larger max_accuracy_drop, train "
+            "longer (epochs) or use a lighter recipe."
+        )
+        warnings.warn(message, stacklevel=2)
+    report = report_lib.CompressionReport(
+        target=target,
+        max_accuracy_drop=float(max_accuracy_drop),
+        original=original,
+        stages=tuple(stages),
+        chosen=chosen,
+        budget_met=budget_met,
+        message=message,
+        wall_time_s=time.perf_counter() - start,
+        recipes=tuple(r.get_config() for r in recipes[: len(finals)]),
+        sensitivity=scan,
+    )
+    path = None
+    if output is not None:
+        path = os.path.join(output, "model" + targets_lib.file_suffix(target))
+        _files.write_atomically(path, content)
+        recipe_text = json.dumps(report.recipes[-1], indent=2) + "\n"
+        _files.write_atomically(
+            os.path.join(output, "recipe.json"), recipe_text.encode("utf-8")
+        )
+        report.write(output)
+    log(message)
+    return CompressionResult(
+        model=final_model,
+        content=content,
+        path=path,
+        report=report,
+        budget_met=budget_met,
+    )
+
+
+def _budget_recipes(plan, target, epochs):
+    """The recipes to try, most compressed first, duplicates dropped."""
+    recipes = []
+    for factor in BACK_OFF_FACTORS:
+        sparsity = {
+            layer: round(value * factor, 2)
+            for layer, value in plan.items()
+            if value * factor >= MIN_SPARSITY
+        }
+        steps = [steps_lib.Prune(sparsity, epochs=epochs)] if sparsity else []
+        if targets_lib.is_integer_target(target):
+            steps.append(steps_lib.QuantizeAware(epochs=epochs))
+        candidate = recipe_lib.Recipe(steps)
+        if candidate not in recipes:
+            recipes.append(candidate)
+    return recipes
+
+
+def _scan(model, x, y, sparsities, output, resume, log):
+    path = None if output is None else os.path.join(output, "sensitivity.json")
+    if resume and path and os.path.exists(path):
+        log(f"Sensitivity scan: reusing {path}")
+        with open(path) as f:
+            return sensitivity_lib.SensitivityReport.from_dict(json.load(f))
+    if not rewrite.is_graph_model(model):
+        raise ValueError(
+            f"Building a recipe from the budget scans each layer of a "
+            f"Sequential or Functional model; '{model.name}' is a subclassed "
+            f"{type(model).__name__}. Pass `recipe=` (e.g. "
+            "[kc.pipeline.Prune(0.5), kc.pipeline.QuantizeAware()])."
+        )
+    log("Sensitivity scan: pruning one layer at a time")
+    scan = sensitivity_lib.pruning_sensitivity(
+        model, x, y, sparsities=sparsities, log=log
+    )
+    if path:
+        text = json.dumps(scan.as_dict(), indent=2) + "\n"
+        _files.write_atomically(path, text.encode("utf-8"))
+    return scan
+
+
+def _run_step(step, model, context, output, attempt, index, resume, log):
+    path = None
+    if output is not None:
+        path = os.path.join(
+            output, "stages", f"try{attempt}_{index + 1}_{step.name}.keras"
+        )
+    if resume and path and os.path.exists(path):
+        log(f"  {step.describe()}: resumed from {path}")
+        with context.scope():
+            return keras.saving.load_model(path)
+    log(f"  {step.describe()}")
+    result = step.apply(model, context)
+    if path:
+        # Keras picks the format from the suffix: save beside, then rename.
+        tmp_path = path[: -len(".keras")] + ".tmp.keras"
+        result.save(tmp_path)
+        os.replace(tmp_path, path)
+    return result
+
+
+def _as_recipe(recipe):
+    if recipe is None or isinstance(recipe, recipe_lib.Recipe):
+        return recipe
+    if isinstance(recipe, (list, tuple)):
+        return recipe_lib.Recipe(recipe)
+    if isinstance(recipe, dict):
+        return recipe_lib.Recipe.from_config(recipe)
+    if isinstance(recipe, (str, os.PathLike)):
+        return recipe_lib.load_recipe(os.fspath(recipe))
+    raise ValueError(
+        "`recipe` must be None, a Recipe, a list of steps, a config dict or "
+        f"a path to a JSON/YAML file; received {type(recipe).__name__}."
+    )
+
+
+def _arrays(data, argument):
+    """`(x, y)` NumPy arrays from a tuple or a dataset of `(x, y)`."""
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        xs, ys = [], []
+        for element in data.as_numpy_iterator():
+            if not isinstance(element, tuple) or len(element) != 2:
+                raise ValueError(
+                    f"`{argument}` must yield `(x, y)` pairs; got an element "
+                    f"of type {type(element).__name__}."
+                )
+            xs.append(element[0])
+            ys.append(element[1])
+        if not xs:
+            raise ValueError(f"`{argument}` is empty: it yielded no batch.")
+        batched = np.ndim(ys[0]) >= 1
+        join = np.concatenate if batched else np.stack
+        data = (join(xs), join(ys))
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            f"`{argument}` must be `(x, y)` arrays or a tf.data.Dataset of "
+            f"`(x, y)`; received {type(data).__name__}."
+        )
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if len(x) == 0:
+        raise ValueError(f"`{argument}` is empty: it has no samples.")
+    if len(x) != len(y):
+        raise ValueError(
+            f"`{argument}`: x has {len(x)} samples but y has {len(y)}."
+        )
+    if y.ndim > 1 and y.shape[-1] > 1:
+        y = y.argmax(axis=-1)  # one-hot labels
+    return x, y.reshape(len(y))
+
+
+def _check_inputs(model, x, argument):
+    expected = tuple(model.inputs[0].shape)[1:] if model.inputs else None
+    if expected is None:
+        return
+    actual = tuple(x.shape[1:])
+    if len(actual) != len(expected) or any(
+        e is not None and e != a for e, a in zip(expected, actual)
+    ):
+        raise ValueError(
+            f"`{argument}` does not match the model's input: samples of "
+            f"shape {actual}, but '{model.name}' takes {expected} (None: any)."
+        )
+
+
+def _training_data(train_data, batch_size, model):
+    """`(data for fit, calibration samples, number of samples or None)`."""
+    import tensorflow as tf
+
+    if isinstance(train_data, tf.data.Dataset):
+        calibration = []
+        for x, _ in train_data.take(CALIBRATION_SAMPLES).as_numpy_iterator():
+            calibration.append(x)
+            if sum(len(c) for c in calibration) >= CALIBRATION_SAMPLES:
+                break
+        if not calibration:
+            raise ValueError("`train_data` is empty: it yielded no batch.")
+        calibration = np.concatenate(calibration)[:CALIBRATION_SAMPLES]
+        _check_inputs(model, calibration, "train_data")
+        return train_data, calibration, None
+    x, y = _arrays(train_data, "train_data")
+    _check_inputs(model, x, "train_data")
+    return (x, y), x[:CALIBRATION_SAMPLES], len(x)
+
+
+def _dataset_steps(dataset):
+    import tensorflow as tf
+
+    steps = int(dataset.cardinality())
+    if steps == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "`train_data` is an infinite dataset; give it a length (e.g. "
+            "`dataset.take(n)`) so each step trains a known number of epochs."
+        )
+    if steps == tf.data.UNKNOWN_CARDINALITY:
+        steps = sum(1 for _ in dataset)
+    return max(1, steps)
+
+
+def _loss(model, loss):
+    if loss is not None:
+        return keras.losses.get(loss)
+    compiled = getattr(model, "loss", None)
+    if compiled is None:
+        raise ValueError(
+            f"'{model.name}' is not compiled, so compress() does not know its "
+            "training loss: pass `loss=` (e.g. "
+            "keras.losses.SparseCategoricalCrossentropy(from_logits=True))."
+        )
+    return keras.losses.get(compiled)

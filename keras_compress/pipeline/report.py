@@ -1,0 +1,263 @@
+"""The report of a `compress()` run: a table per stage, plots, files."""
+
+import dataclasses
+import html
+import json
+import os
+
+from keras_compress.convert import _files
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """Figures of one model and its converted file.
+
+    Attributes:
+        stage: What was done, e.g. `"original"` or `"prune(...)"`.
+        attempt: Which try of the pipeline (0 for the original).
+        target: The file's target, e.g. `"tflite-int8"`.
+        keras_accuracy: Accuracy of the Keras model on the validation data.
+        file_accuracy: Accuracy of the converted file on the same data.
+        accuracy_drop: Original file accuracy minus this file's accuracy.
+        bytes: File size.
+        gzip_bytes: File size after gzip -9.
+        latency_us: Median single-sample latency of the file (µs).
+        params: Trainable parameters of the Keras model.
+        sparsity: Fraction of the model's weights that are exactly zero.
+        seconds: Wall time of the step (training and conversion).
+    """
+
+    stage: str
+    attempt: int
+    target: str
+    keras_accuracy: float
+    file_accuracy: float
+    accuracy_drop: float
+    bytes: int
+    gzip_bytes: int
+    latency_us: float
+    params: int
+    sparsity: float
+    seconds: float
+
+
+_COLUMNS = (
+    # (attribute, header, format)
+    ("attempt", "try", "{}"),
+    ("stage", "stage", "{}"),
+    ("target", "target", "{}"),
+    ("keras_accuracy", "keras acc", "{:.4f}"),
+    ("file_accuracy", "file acc", "{:.4f}"),
+    ("accuracy_drop", "drop", "{:+.4f}"),
+    ("bytes", "bytes", "{:,}"),
+    ("gzip_bytes", "gzip bytes", "{:,}"),
+    ("gzip_ratio", "gzip x", "{:.3f}"),
+    ("latency_us", "latency us", "{:.1f}"),
+    ("params", "params", "{:,}"),
+    ("sparsity", "sparsity", "{:.1%}"),
+    ("seconds", "seconds", "{:.0f}"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompressionReport:
+    """What `compress()` did and measured.
+
+    Attributes:
+        target: The deployment target.
+        max_accuracy_drop: The budget.
+        original: `StageResult` of the original model as a float32 file
+            (the reference for accuracy and sizes).
+        stages: `StageResult` of every step of every attempt, in order.
+        chosen: Index in `stages` of the delivered file.
+        budget_met: Whether the delivered file is within the budget.
+        message: One sentence saying what happened.
+        wall_time_s: Wall time of the whole run.
+        recipes: The recipe config of each attempt.
+        sensitivity: The `SensitivityReport` of the scan, or `None`.
+    """
+
+    target: str
+    max_accuracy_drop: float
+    original: StageResult
+    stages: tuple
+    chosen: int
+    budget_met: bool
+    message: str
+    wall_time_s: float
+    recipes: tuple
+    sensitivity: object = None
+
+    @property
+    def final(self):
+        return self.stages[self.chosen]
+
+    def _rows(self):
+        rows = []
+        for index, stage in enumerate((self.original, *self.stages)):
+            row = dataclasses.asdict(stage)
+            row["gzip_ratio"] = stage.gzip_bytes / self.original.gzip_bytes
+            row["chosen"] = index - 1 == self.chosen
+            rows.append(row)
+        return rows
+
+    def as_dict(self):
+        return {
+            "target": self.target,
+            "max_accuracy_drop": self.max_accuracy_drop,
+            "budget_met": self.budget_met,
+            "message": self.message,
+            "wall_time_s": self.wall_time_s,
+            "recipes": list(self.recipes),
+            "stages": self._rows(),
+            "sensitivity": (
+                self.sensitivity.as_dict() if self.sensitivity else None
+            ),
+        }
+
+    def _cells(self):
+        for row in self._rows():
+            cells = [fmt.format(row[key]) for key, _, fmt in _COLUMNS]
+            yield row, cells
+
+    def _summary(self):
+        final = self.final
+        return (
+            f"{self.message} Delivered file: {final.stage} (try "
+            f"{final.attempt}), accuracy {final.file_accuracy:.4f} vs "
+            f"{self.original.file_accuracy:.4f} original "
+            f"(drop {final.accuracy_drop:+.4f}, budget "
+            f"{self.max_accuracy_drop:.4f}), gzip bytes "
+            f"{final.gzip_bytes / self.original.gzip_bytes:.3f}x the float32 "
+            f"file; {self.wall_time_s:.0f} s in all."
+        )
+
+    def to_markdown(self):
+        """The report as Markdown: a summary line and one table."""
+        lines = [
+            f"# Compression report ({self.target})",
+            "",
+            self._summary(),
+            "",
+            "| " + " | ".join(h for _, h, _ in _COLUMNS) + " |",
+            "|" + "---|" * len(_COLUMNS),
+        ]
+        for row, cells in self._cells():
+            if row["chosen"]:
+                cells = [f"**{c}**" for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "drop: original file accuracy minus this file's; gzip x: "
+            "against the original float32 file. The delivered row is bold.",
+        ]
+        if self.sensitivity is not None:
+            lines += ["", "```", str(self.sensitivity), "```"]
+        return "\n".join(lines) + "\n"
+
+    def to_html(self, images=()):
+        """The report as a standalone HTML page.
+
+        Args:
+            images: File names of plots (next to the page) to show.
+        """
+        head = "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in _COLUMNS)
+        body = []
+        for row, cells in self._cells():
+            style = ' style="font-weight:bold"' if row["chosen"] else ""
+            tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            body.append(f"<tr{style}>{tds}</tr>")
+        plots = "".join(
+            f'<p><img src="{html.escape(name)}" alt="{html.escape(name)}"></p>'
+            for name in images
+        )
+        return (
+            "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+            f"<title>Compression report ({html.escape(self.target)})</title>"
+            "<style>table{border-collapse:collapse}td,th{border:1px solid "
+            "#999;padding:2px 6px;text-align:right}</style></head><body>"
+            f"<h1>Compression report ({html.escape(self.target)})</h1>"
+            f"<p>{html.escape(self._summary())}</p>"
+            f"<table><tr>{head}</tr>{''.join(body)}</table>{plots}"
+            "</body></html>\n"
+        )
+
+    def write(self, folder):
+        """Writes report.md, report.html, report.json and plots to `folder`.
+
+        Plots (PNG) need matplotlib (`pip install keras-compress[report]`);
+        without it the report has no images.
+
+        Returns:
+            A dict `{kind: path}` of the files written.
+        """
+        os.makedirs(folder, exist_ok=True)
+        paths = {}
+        images = []
+        try:
+            images = _plots(self, folder)
+        except ImportError:
+            pass
+        for name in images:
+            paths[name] = os.path.join(folder, name)
+        texts = {
+            "report.md": self.to_markdown(),
+            "report.html": self.to_html(images),
+            "report.json": json.dumps(self.as_dict(), indent=2) + "\n",
+        }
+        for name, text in texts.items():
+            path = os.path.join(folder, name)
+            _files.write_atomically(path, text.encode("utf-8"))
+            paths[name] = path
+        return paths
+
+
+def _plots(report, folder):
+    """Draws the plots; returns their file names. Needs matplotlib."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    def save(figure, name):
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        pyplot.close(figure)
+        _files.write_atomically(os.path.join(folder, name), buffer.getvalue())
+        return name
+
+    names = []
+    figure, axes = pyplot.subplots(figsize=(6, 4))
+    rows = report._rows()
+    for row in rows:
+        axes.scatter(row["gzip_bytes"] / 1024, row["file_accuracy"])
+        axes.annotate(
+            f"{row['attempt']}: {row['stage'].split('(')[0]}",
+            (row["gzip_bytes"] / 1024, row["file_accuracy"]),
+            fontsize=7,
+        )
+    budget = report.original.file_accuracy - report.max_accuracy_drop
+    axes.axhline(budget, linestyle="--", color="gray", label="budget")
+    axes.set_xlabel("gzip KiB")
+    axes.set_ylabel("file accuracy")
+    axes.set_title("Size and accuracy per stage")
+    axes.legend()
+    names.append(save(figure, "stages.png"))
+
+    if report.sensitivity is not None and report.sensitivity.layers:
+        figure, axes = pyplot.subplots(figsize=(6, 4))
+        for layer in report.sensitivity.layers:
+            axes.plot(
+                [0.0, *layer.sparsities],
+                [report.sensitivity.baseline_accuracy, *layer.accuracies],
+                marker="o",
+                label=layer.layer,
+            )
+        axes.set_xlabel("sparsity of this layer alone")
+        axes.set_ylabel("accuracy (no fine-tuning)")
+        axes.set_title("Pruning sensitivity per layer")
+        axes.legend(fontsize=7)
+        names.append(save(figure, "sensitivity.png"))
+    return names

@@ -1,0 +1,407 @@
+"""The steps of a compression recipe: each takes a model, returns a new one.
+
+A step wraps the model with one technique, fine-tunes it (through a
+`Distiller` when the pipeline has a teacher) and returns a model the next
+step can take: pruning returns the stripped model, so that quantization-
+aware training after it keeps its zeros (`preserve_sparsity`).
+"""
+
+import dataclasses
+
+import keras
+
+from keras_compress import distillation
+from keras_compress import pruning
+from keras_compress import quantization
+from keras_compress import rewrite
+
+
+@dataclasses.dataclass
+class TrainingContext:
+    """What every fine-tuning step needs, set up by `compress()`.
+
+    Attributes:
+        train_data: `(x, y)` arrays or a batched `tf.data.Dataset` of
+            `(x, y)`.
+        loss: The training loss (a `keras.losses.Loss`).
+        batch_size: Batch size for array data.
+        steps_per_epoch: Optimizer steps in one epoch.
+        teacher: A model to distill from, or `None`.
+        strategy: A `tf.distribute.Strategy`, or `None`.
+        verbose: `fit` verbosity.
+        callbacks: Extra callbacks for every `fit`.
+        alpha: Weight of the label loss when distilling.
+        temperature: Softmax temperature when distilling.
+    """
+
+    train_data: object
+    loss: object
+    batch_size: int = 128
+    steps_per_epoch: int = 1
+    teacher: object = None
+    strategy: object = None
+    verbose: object = "auto"
+    callbacks: tuple = ()
+    alpha: float = 0.1
+    temperature: float = 3.0
+
+    def scope(self):
+        if self.strategy is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return self.strategy.scope()
+
+    def fit(self, model, epochs, learning_rate, callbacks=()):
+        """Compiles `model` (or a Distiller around it) and trains it."""
+        with self.scope():
+            optimizer = keras.optimizers.Adam(learning_rate)
+            accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+            if self.teacher is not None:
+                trainer = distillation.Distiller(
+                    student=model, teacher=self.teacher
+                )
+                trainer.compile(
+                    optimizer=optimizer,
+                    metrics=[accuracy],
+                    student_loss_fn=self.loss,
+                    alpha=self.alpha,
+                    temperature=self.temperature,
+                )
+            else:
+                trainer = model
+                trainer.compile(
+                    optimizer=optimizer, loss=self.loss, metrics=[accuracy]
+                )
+        callbacks = list(callbacks) + list(self.callbacks)
+        if self._multi_worker():
+            self._fit_multi_worker(trainer, epochs, callbacks)
+        else:
+            self._fit(trainer, epochs, callbacks)
+        return model
+
+    def _multi_worker(self):
+        import tensorflow as tf
+
+        return isinstance(
+            self.strategy, tf.distribute.MultiWorkerMirroredStrategy
+        )
+
+    def _fit_multi_worker(self, trainer, epochs, callbacks):
+        """`fit` for multi-worker strategies, on Keras's own `train_step`.
+
+        Keras 3 `fit` fails under `MultiWorkerMirroredStrategy` before the
+        first step (keras-team/keras#20585: it reduces the first `(x, y)`
+        batch and the scalar logs across workers in ways the strategy
+        cannot do). This loop runs the same `train_step` through
+        `strategy.run` (gradients are all-reduced by the optimizer, as in
+        `fit`), averages the logs across workers and calls the callbacks
+        around each batch. Every worker runs the same number of steps:
+        the data repeats, and an epoch is `steps_per_epoch` global batches.
+        """
+        import tensorflow as tf
+
+        strategy = self.strategy
+        if isinstance(self.train_data, tuple):
+            dataset = (
+                tf.data.Dataset.from_tensor_slices(self.train_data)
+                # The same order on every worker, so that each one keeps
+                # its own shard of every global batch.
+                .shuffle(len(self.train_data[0]), seed=0)
+                .repeat()
+                .batch(self.batch_size, drop_remainder=True)
+            )
+        else:
+            dataset = self.train_data.repeat()
+        batches = iter(strategy.experimental_distribute_dataset(dataset))
+        with strategy.scope():
+            trainer.optimizer.build(trainer.trainable_variables)
+
+        @tf.function
+        def train_step(batch):
+            logs = strategy.run(trainer.train_step, args=(batch,))
+            return {
+                name: strategy.reduce("MEAN", value, axis=None)
+                for name, value in logs.items()
+            }
+
+        callback_list = keras.callbacks.CallbackList(
+            callbacks,
+            add_progbar=self.verbose != 0,
+            model=trainer,
+            verbose=1 if self.verbose == "auto" else self.verbose,
+            epochs=epochs,
+            steps=self.steps_per_epoch,
+        )
+        trainer.stop_training = False
+        callback_list.on_train_begin()
+        logs = {}
+        for epoch in range(epochs):
+            trainer.reset_metrics()
+            callback_list.on_epoch_begin(epoch)
+            for step in range(self.steps_per_epoch):
+                callback_list.on_train_batch_begin(step)
+                logs = {
+                    name: float(value)
+                    for name, value in train_step(next(batches)).items()
+                }
+                callback_list.on_train_batch_end(step, logs)
+            callback_list.on_epoch_end(epoch, logs)
+            if trainer.stop_training:
+                break
+        callback_list.on_train_end(logs)
+
+    def _fit(self, trainer, epochs, callbacks):
+        if isinstance(self.train_data, tuple):
+            x, y = self.train_data
+            trainer.fit(
+                x,
+                y,
+                batch_size=self.batch_size,
+                epochs=epochs,
+                verbose=self.verbose,
+                callbacks=callbacks,
+            )
+        else:
+            trainer.fit(
+                self.train_data,
+                epochs=epochs,
+                verbose=self.verbose,
+                callbacks=callbacks,
+            )
+
+
+class Step:
+    """Base class of recipe steps.
+
+    Subclasses set `name` (the `"step"` key of their config), implement
+    `apply(model, context)` and `get_config()`, and take their config
+    as constructor arguments.
+    """
+
+    name = None
+
+    def apply(self, model, context):
+        """Returns a new, compressed and fine-tuned model.
+
+        Args:
+            model: The model from the previous step (not changed).
+            context: A `TrainingContext`.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def describe(self):
+        """One line for logs and reports, e.g. `prune(sparsity=0.8)`."""
+        config = self.get_config()
+        arguments = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        return f"{self.name}({arguments})"
+
+    def __eq__(self, other):
+        return type(self) is type(other) and (
+            self.get_config() == other.get_config()
+        )
+
+    def __repr__(self):
+        return self.describe()
+
+
+def _check_epochs(epochs, step):
+    # Masks and fake-quant ranges are only set while training.
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(
+            f"Step '{step}': `epochs` must be an integer >= 1; received "
+            f"{epochs!r}."
+        )
+
+
+def _check_learning_rate(learning_rate, step):
+    if not isinstance(learning_rate, (int, float)) or learning_rate <= 0:
+        raise ValueError(
+            f"Step '{step}': `learning_rate` must be > 0; received "
+            f"{learning_rate!r}."
+        )
+
+
+class Prune(Step):
+    """Magnitude pruning with a polynomial schedule, then `strip_pruning`.
+
+    Sparsity ramps from 0 to its target over the first 70 % of the
+    fine-tuning steps, in about ten increments, and holds for the rest so
+    the model recovers at the final sparsity.
+
+    Args:
+        sparsity: Final sparsity in [0, 1) for every prunable layer, or a
+            dict `{layer name: sparsity}` (layers not named are not
+            pruned; needs a Sequential or Functional model).
+        epochs: Fine-tuning epochs.
+        learning_rate: Adam learning rate of the fine-tuning.
+
+    Example:
+
+    ```python
+    step = Prune(sparsity={"dense": 0.9, "conv2d_1": 0.7}, epochs=2)
+    ```
+    """
+
+    name = "prune"
+
+    def __init__(self, sparsity=0.8, epochs=2, learning_rate=1e-4):
+        if isinstance(sparsity, dict):
+            values = dict(sparsity)
+        else:
+            values = {None: sparsity}
+        for layer, value in values.items():
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                where = f" for layer '{layer}'" if layer else ""
+                raise ValueError(
+                    f"Step 'prune': `sparsity`{where} must be in [0, 1); "
+                    f"received {value!r}."
+                )
+        _check_epochs(epochs, self.name)
+        _check_learning_rate(learning_rate, self.name)
+        self.sparsity = (
+            {str(k): float(v) for k, v in sparsity.items()}
+            if isinstance(sparsity, dict)
+            else float(sparsity)
+        )
+        self.epochs = epochs
+        self.learning_rate = float(learning_rate)
+
+    def _schedule(self, sparsity, context):
+        total_steps = max(1, context.steps_per_epoch * self.epochs)
+        end_step = max(1, int(0.7 * total_steps))
+        return pruning.PolynomialDecay(
+            0.0,
+            sparsity,
+            begin_step=0,
+            end_step=end_step,
+            frequency=max(1, min(50, end_step // 10)),
+        )
+
+    def apply(self, model, context):
+        with context.scope():
+            if isinstance(self.sparsity, dict):
+                wrapped = self._prune_per_layer(model, context)
+            else:
+                wrapped = pruning.prune_low_magnitude(
+                    model,
+                    pruning_schedule=self._schedule(self.sparsity, context),
+                )
+        if wrapped is None:
+            return model
+        context.fit(
+            wrapped,
+            self.epochs,
+            self.learning_rate,
+            callbacks=[pruning.UpdatePruningStep()],
+        )
+        return pruning.strip_pruning(wrapped)
+
+    def _prune_per_layer(self, model, context):
+        plan = {k: v for k, v in self.sparsity.items() if v > 0}
+        if not plan:
+            return None
+        if not rewrite.is_graph_model(model):
+            raise ValueError(
+                "Step 'prune': per-layer sparsity needs a Sequential or "
+                f"Functional model; '{model.name}' is a subclassed "
+                f"{type(model).__name__}. Give one `sparsity` for all layers."
+            )
+        names = {layer.name for _, layer in rewrite.iter_layers(model)}
+        unknown = sorted(set(plan) - names)
+        if unknown:
+            raise ValueError(
+                f"Step 'prune': layers {unknown} are not in '{model.name}'."
+            )
+
+        def wrap(layer):
+            if layer.name not in plan:
+                return None
+            return pruning.prune_low_magnitude(
+                rewrite.copy_layer(layer),
+                pruning_schedule=self._schedule(plan[layer.name], context),
+            )
+
+        return rewrite.clone_and_replace(model, wrap)
+
+    def get_config(self):
+        return {
+            "sparsity": self.sparsity,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+        }
+
+
+class QuantizeAware(Step):
+    """Quantization-aware training (`quantize_model`), zeros kept.
+
+    Args:
+        epochs: Fine-tuning epochs.
+        learning_rate: Adam learning rate of the fine-tuning.
+        scheme: A quantization scheme name (see `quantize_model`).
+
+    Example:
+
+    ```python
+    recipe = Recipe([Prune(0.8), QuantizeAware(epochs=1)])
+    ```
+    """
+
+    name = "quantize"
+
+    def __init__(self, epochs=2, learning_rate=1e-4, scheme="default_8bit"):
+        _check_epochs(epochs, self.name)
+        _check_learning_rate(learning_rate, self.name)
+        self.epochs = epochs
+        self.learning_rate = float(learning_rate)
+        self.scheme = scheme
+
+    def apply(self, model, context):
+        with context.scope():
+            qat = quantization.quantize_model(model, scheme=self.scheme)
+        context.fit(qat, self.epochs, self.learning_rate)
+        return qat
+
+    def get_config(self):
+        return {
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "scheme": self.scheme,
+        }
+
+
+STEPS = {step.name: step for step in (Prune, QuantizeAware)}
+
+
+def step_from_config(config):
+    """Builds a step from `{"step": name, **arguments}`.
+
+    Raises:
+        ValueError: For an unknown step name or bad arguments.
+    """
+    if not isinstance(config, dict) or "step" not in config:
+        raise ValueError(
+            f"A recipe step must be a dict with a 'step' key (one of "
+            f"{sorted(STEPS)}); received {config!r}."
+        )
+    arguments = dict(config)
+    name = arguments.pop("step")
+    if name not in STEPS:
+        raise ValueError(
+            f"Unknown recipe step {name!r}. Known steps: {sorted(STEPS)}."
+        )
+    try:
+        return STEPS[name].from_config(arguments)
+    except TypeError as error:
+        raise ValueError(f"Recipe step {name!r}: {error}") from None
+
+
+def step_to_config(step):
+    return {"step": step.name, **step.get_config()}

@@ -1,0 +1,55 @@
+"""Deployment targets of `compress()`: a file format and a precision."""
+
+from keras_compress import convert
+from keras_compress import quantization
+
+# name -> (file format, LiteRT mode or ONNX precision)
+TARGETS = {
+    "tflite-float32": ("tflite", "float32"),
+    "tflite-float16": ("tflite", "float16"),
+    "tflite-dynamic": ("tflite", "dynamic"),
+    "tflite-int8": ("tflite", "int8"),
+    "onnx": ("onnx", "float32"),
+    "onnx-float16": ("onnx", "float16"),
+}
+
+
+def check_target(target):
+    """Raises a `ValueError` listing the targets unless `target` is one."""
+    if target not in TARGETS:
+        raise ValueError(
+            f"Unknown `target`={target!r}. Expected one of "
+            f"{', '.join(TARGETS)}."
+        )
+
+
+def file_suffix(target):
+    return "." + TARGETS[target][0]
+
+
+def is_integer_target(target):
+    return TARGETS[target][1] == "int8"
+
+
+def dense_reference_target(target):
+    """The float32 target of the same format: what sizes are compared with."""
+    return "onnx" if TARGETS[target][0] == "onnx" else "tflite-float32"
+
+
+def convert_to_target(model, target, calibration_data=None):
+    """Converts `model` for `target`; returns the file's bytes.
+
+    Args:
+        model: A Keras model (plain, stripped, or quantization-aware).
+        target: A name from `TARGETS`.
+        calibration_data: Inputs for full-integer calibration of a model
+            without fake-quant ranges (`"tflite-int8"` only).
+    """
+    check_target(target)
+    file_format, precision = TARGETS[target]
+    if file_format == "onnx":
+        return convert.to_onnx(model, float16=precision == "float16")
+    options = {}
+    if precision == "int8" and not quantization.is_quantization_aware(model):
+        options["representative_data"] = calibration_data
+    return convert.to_tflite(model, precision, verbose=0, **options)

@@ -1,0 +1,230 @@
+"""compress(): budgets checked on the converted file, reports, resume."""
+
+import contextlib
+import io
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from keras_compress import analysis
+from keras_compress import convert
+from keras_compress import pipeline
+
+
+def _file_accuracy(content, x, y):
+    if content[4:8] == b"TFL3":
+        outputs = convert.run_tflite(content, x)
+    else:
+        outputs = convert.run_onnx(content, x)
+    return float(np.mean(np.asarray(outputs).argmax(axis=1) == y))
+
+
+def test_recipe_run_meets_budget_on_the_int8_file(task, tmp_path):
+    model, train, val = task
+    weights = [w.copy() for w in model.get_weights()]
+    recipe = pipeline.Recipe(
+        [pipeline.Prune(0.5, epochs=2), pipeline.QuantizeAware(epochs=1)]
+    )
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-int8",
+        max_accuracy_drop=0.05,
+        recipe=recipe,
+        output=str(tmp_path),
+        latency_runs=5,
+        verbose=0,
+    )
+    report = result.report
+    final = report.final
+    # The budget is judged on the file itself: run it again here.
+    with open(result.path, "rb") as f:
+        content = f.read()
+    assert content == result.content
+    accuracy = _file_accuracy(content, *val)
+    assert accuracy == pytest.approx(final.file_accuracy)
+    assert report.original.file_accuracy - accuracy <= 0.05
+    assert result.budget_met and report.budget_met
+    # Each step is a row; the QAT file is integer and keeps the zeros.
+    steps = [s.stage.split("(")[0] for s in report.stages]
+    assert steps == ["prune", "quantize"]
+    assert convert.verify(result.model, content, val[0][:32]).float_ops == ()
+    assert final.gzip_bytes < 0.5 * report.original.gzip_bytes
+    assert final.sparsity > 0.4
+    # The user's model is untouched.
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    # The report files hold the measured figures.
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"{final.file_accuracy:.4f}" in markdown
+    assert "Budget met" in markdown
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["budget_met"] is True
+    assert data["stages"][-1]["gzip_bytes"] == final.gzip_bytes
+    assert f"{final.gzip_bytes:,}" in (tmp_path / "report.html").read_text()
+    assert (tmp_path / "stages.png").read_bytes()[:4] == b"\x89PNG"
+    saved = pipeline.load_recipe(str(tmp_path / "recipe.json"))
+    assert saved == recipe
+    assert sorted(os.listdir(tmp_path / "stages")) == [
+        "try1_1_prune.keras",
+        "try1_2_quantize.keras",
+    ]
+
+
+def test_unmeetable_budget_warns_and_delivers_the_best_file(task, tmp_path):
+    model, train, val = task
+    recipe = [pipeline.Prune(0.99, epochs=1)]
+    with pytest.warns(UserWarning, match="Budget NOT met"):
+        result = pipeline.compress(
+            model,
+            train,
+            val,
+            target="tflite-float32",
+            max_accuracy_drop=0.0,
+            recipe=recipe,
+            distill=False,
+            output=str(tmp_path),
+            latency_runs=0,
+            verbose=0,
+        )
+    assert not result.budget_met
+    assert result.report.final.accuracy_drop > 0.0
+    assert os.path.exists(result.path)
+    assert "NOT met" in (tmp_path / "report.md").read_text()
+    assert analysis.sparsity_report(result.model).total_sparsity > 0.9
+
+
+def test_budget_recipe_backs_off_until_the_file_is_within_budget(task):
+    model, train, val = task
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Budget")  # it is met
+        result = pipeline.compress(
+            model,
+            train,
+            val,
+            target="tflite-float32",
+            max_accuracy_drop=0.02,
+            epochs=1,
+            sparsities=(0.5, 0.9),
+            latency_runs=0,
+            verbose=0,
+        )
+    report = result.report
+    assert report.sensitivity is not None
+    assert {row.layer for row in report.sensitivity.layers} == {
+        "fc1",
+        "fc2",
+        "logits",
+    }
+    assert result.budget_met
+    assert report.final.accuracy_drop <= 0.02
+    # Every try before the delivered one missed the budget (else it would
+    # have stopped there), and the tries compress less and less.
+    stages = enumerate(report.stages)
+    finals = [s for i, s in stages if _is_last_of_try(report, i)]
+    assert finals[-1] is report.final
+    assert all(s.accuracy_drop > 0.02 for s in finals[:-1])
+    sparsities = [s.sparsity for s in finals]
+    assert sparsities == sorted(sparsities, reverse=True)
+
+
+def _is_last_of_try(report, index):
+    stages = report.stages
+    return index == len(stages) - 1 or stages[index + 1].attempt != (
+        stages[index].attempt
+    )
+
+
+def test_resume_reuses_the_saved_stages(task, tmp_path):
+    model, train, val = task
+    kwargs = dict(
+        target="tflite-float32",
+        max_accuracy_drop=0.5,
+        recipe=[pipeline.Prune(0.5, epochs=1)],
+        output=str(tmp_path),
+        latency_runs=0,
+    )
+    first = pipeline.compress(model, train, val, verbose=0, **kwargs)
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        second = pipeline.compress(
+            model, train, val, resume=True, verbose=1, **kwargs
+        )
+    assert "resumed from" in stdout.getvalue()
+    assert "Epoch" not in stdout.getvalue()  # nothing was trained again
+    assert second.content == first.content
+
+
+def test_onnx_target_is_verified_with_onnxruntime(task):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="onnx",
+        max_accuracy_drop=0.05,
+        recipe=[pipeline.Prune(0.5, epochs=1)],
+        latency_runs=0,
+        verbose=0,
+    )
+    assert result.content[:4] != b"TFL3"
+    assert _file_accuracy(result.content, *val) == pytest.approx(
+        result.report.final.file_accuracy
+    )
+    assert result.report.original.target == "onnx"
+
+
+def test_training_runs_under_a_distribution_strategy(task, strategy):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-float32",
+        max_accuracy_drop=0.5,
+        recipe=[pipeline.Prune(0.5, epochs=1)],
+        strategy=strategy,
+        latency_runs=0,
+        verbose=0,
+    )
+    assert analysis.sparsity_report(result.model).total_sparsity > 0.4
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"target": "coreml"}, "Unknown `target`='coreml'"),
+        ({"max_accuracy_drop": -0.1}, "max_accuracy_drop"),
+        ({"val_data": (np.zeros((0, 12)), np.zeros((0,)))}, "val_data.*empty"),
+        ({"val_data": (np.zeros((4, 7)), np.zeros((4,)))}, "val_data.*shape"),
+        ({"train_data": (np.zeros((4, 12)), np.zeros((3,)))}, "train_data"),
+        ({"epochs": 0}, "epochs"),
+        ({"resume": True}, "resume"),
+        ({"recipe": [{"step": "prune"}]}, "Recipe step 0"),
+        ({"recipe": {"steps": [{"step": "shrink"}]}}, "Unknown recipe step"),
+    ],
+)
+def test_bad_arguments_fail_before_training(task, change, message):
+    model, train, val = task
+    arguments = {
+        "model": model,
+        "train_data": train,
+        "val_data": val,
+        "verbose": 0,
+        **change,
+    }
+    with pytest.raises(ValueError, match=message):
+        pipeline.compress(**arguments)
+
+
+def test_uncompiled_model_needs_a_loss(task):
+    import keras
+
+    model, train, val = task
+    uncompiled = keras.Model(model.inputs, model.outputs)
+    with pytest.raises(ValueError, match="pass `loss=`"):
+        pipeline.compress(uncompiled, train, val, verbose=0)
