@@ -51,6 +51,9 @@ def test_demo_prints_one_row_per_variant(demo_run):
         "pruned 2:4 (sparse)",
         "QAT int8",
         "distilled student",
+        "channels pruned 50%",
+        "low-rank dense 25%",
+        "compress() int8, 1 point",
     } <= set(variants)
     for variant in variants:
         assert variant in text
@@ -77,6 +80,11 @@ def test_demo_files_are_verified_against_keras(demo_run):
     assert rows["int8 PTQ"]["bytes"] < 0.35 * rows["float32"]["bytes"]
     assert rows["QAT int8"]["bytes"] < 0.35 * rows["float32"]["bytes"]
     assert rows["distilled student"]["bytes"] < 0.5 * rows["float32"]["bytes"]
+    # Half the channels of each layer: about a quarter of the weights.
+    assert rows["channels pruned 50%"]["bytes"] < 0.4 * rows["float32"]["bytes"]
+    assert rows["low-rank dense 25%"]["bytes"] < 0.5 * rows["float32"]["bytes"]
+    compressed = rows["compress() int8, 1 point"]
+    assert compressed["bytes"] < 0.35 * rows["float32"]["bytes"]
     files = sorted(p.name for p in output.glob("*.tflite"))
     assert len(files) == len(rows)
     assert not list(output.glob("*.tmp*"))  # atomic writes left no debris
