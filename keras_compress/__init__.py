@@ -4,6 +4,8 @@ Submodules:
     pruning: magnitude, block and N:M pruning driven by callbacks; channel
         pruning that rebuilds a smaller model.
     quantization: quantization-aware training to integer LiteRT.
+    clustering: weight clustering (parameter sharing), strip, cluster-preserving
+        QAT.
     convert: LiteRT/TFLite and ONNX conversion, verification of the file.
     distillation: the Distiller model and distillation losses.
     fusion: fold BatchNormalization into the layer before it, for inference.
@@ -15,6 +17,7 @@ Submodules:
 """
 
 from keras_compress import analysis
+from keras_compress import clustering
 from keras_compress import convert
 from keras_compress import datasets
 from keras_compress import distillation
@@ -31,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "analysis",
+    "clustering",
     "compress",
     "convert",
     "datasets",

@@ -26,6 +26,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compress import clustering as clustering_lib
 from keras_compress import rewrite
 from keras_compress.pruning import wrapper as pruning_wrapper
 from keras_compress.quantization import annotate as annotate_lib
@@ -65,6 +66,7 @@ def quantize_model(
     layers_to_quantize=None,
     quantize_configs=None,
     preserve_sparsity=None,
+    preserve_clusters=False,
 ):
     """Returns a copy of `model` ready for quantization-aware training.
 
@@ -99,6 +101,11 @@ def quantize_model(
         preserve_sparsity: `True` keeps zero weights at zero during QAT
             (for pruned models), `False` never does, `None` does it for
             each weight that is at least 10 % zeros.
+        preserve_clusters: `True` keeps the clusters of a clustered model
+            (after `keras_compress.clustering.strip_clustering`) during
+            QAT: the weights with the same value when QAT starts stay
+            equal (at their mean), zeros stay zero, so the int8 file keeps
+            at most that many distinct values per channel.
 
     Returns:
         A new, uncompiled `keras.Model` of the same kind.
@@ -119,6 +126,7 @@ def quantize_model(
         quantize_configs,
         preserve_sparsity,
         annotated_only=False,
+        preserve_clusters=preserve_clusters,
     )
 
 
@@ -160,6 +168,7 @@ def _quantize(
     quantize_configs,
     preserve_sparsity,
     annotated_only,
+    preserve_clusters=False,
 ):
     if not isinstance(model, keras.Model):
         raise ValueError(
@@ -172,16 +181,32 @@ def _quantize(
             "`preserve_sparsity` must be None (auto), True or False; "
             f"received {preserve_sparsity!r}."
         )
+    if preserve_clusters not in (True, False):
+        raise ValueError(
+            "`preserve_clusters` must be True or False; received "
+            f"{preserve_clusters!r}."
+        )
     scheme = schemes_lib.get_scheme(scheme)
     rewrite.check_built(model)
-    for layer in _all_layers(model):
-        if isinstance(layer, pruning_wrapper.PruneLowMagnitude) or hasattr(
-            layer, "get_pruners"
+    for layer in [model] + _all_layers(model):
+        if layer is not model and (
+            isinstance(layer, pruning_wrapper.PruneLowMagnitude)
+            or hasattr(layer, "get_pruners")
         ):
             raise ValueError(
                 f"Layer '{layer.name}' still carries pruning state. Call "
                 "keras_compress.pruning.strip_pruning(model) first; "
                 "quantize_model() then keeps the zeros (preserve_sparsity)."
+            )
+        if isinstance(
+            layer,
+            (clustering_lib.ClusterWeights, clustering_lib.ClusteredModel),
+        ):
+            raise ValueError(
+                f"Layer '{layer.name}' still carries clustering state. Call "
+                "keras_compress.clustering.strip_clustering(model) first; "
+                "quantize_model(..., preserve_clusters=True) then keeps the "
+                "clusters."
             )
         if isinstance(
             layer,
@@ -198,6 +223,7 @@ def _quantize(
         preserve_sparsity,
         annotated_only,
         _all_layers(model),
+        preserve_clusters,
     )
     if rewrite.is_graph_model(model):
         result, _ = rewriter.quantize_graph(model, input_states=None)
@@ -218,9 +244,11 @@ class _Rewriter:
         preserve_sparsity,
         annotated_only,
         all_layers,
+        preserve_clusters=False,
     ):
         self.scheme = scheme
         self.preserve_sparsity = preserve_sparsity
+        self.preserve_clusters = preserve_clusters
         self.annotated_only = annotated_only
         self.quantize_configs = dict(quantize_configs or {})
         names = {layer.name for layer in all_layers}
@@ -536,6 +564,8 @@ class _Rewriter:
         if plan.role == "wrap":
             if layer.preserve_sparsity:
                 layer.set_masks_from_weights()
+            if layer.preserve_clusters:
+                layer.set_clusters_from_weights()
             output_state = [True]
         elif plan.role == "nested":
             output_state = context["nested_states"][id(op)]
@@ -598,6 +628,7 @@ class _Rewriter:
                 activation=plan.activation,
                 quantize_output=plan.quantize_output,
                 preserve_sparsity=self._keeps_sparsity(plan),
+                preserve_clusters=self.preserve_clusters,
                 scheme=self.scheme,
                 name=f"quant_{plan.layer.name}",
             )
@@ -634,6 +665,7 @@ class _Rewriter:
                         "class_name": type(copied).__name__,
                         "quantize_config": plan.config,
                         "preserve_sparsity": self._keeps_sparsity(plan),
+                        "preserve_clusters": self.preserve_clusters,
                     }
                 )
                 self.quantized.append(original.name)
@@ -654,6 +686,8 @@ class _Rewriter:
         for wrapper in result.wrappers:
             if wrapper.preserve_sparsity:
                 wrapper.set_masks_from_weights()
+            if wrapper.preserve_clusters:
+                wrapper.set_clusters_from_weights()
         return result
 
     def _keeps_sparsity(self, plan):

@@ -57,7 +57,7 @@ class QuantizedModel(keras.Model):
             `"index"` (position in `rewrite.leaf_layers(model)`),
             `"class_name"` (checked on load), `"quantize_config"` (a
             `QuantizeConfig` or its serialized form) and
-            `"preserve_sparsity"`.
+            `"preserve_sparsity"` (and optionally `"preserve_clusters"`).
         scheme: A `QuantizeScheme` or its name.
         quantize_inputs: Fake-quantize the model inputs (False when the
             model is nested in a model that already does).
@@ -122,6 +122,7 @@ class QuantizedModel(keras.Model):
             layer,
             quantize_config=entry["quantize_config"],
             preserve_sparsity=entry.get("preserve_sparsity", False),
+            preserve_clusters=entry.get("preserve_clusters", False),
             scheme=self.scheme,
         )
         wrapper.build(build_config["input_shape"])

@@ -35,6 +35,7 @@ import keras
 from keras import layers as L
 from keras import ops
 
+from keras_compress.clustering import constraints as cluster_constraints
 from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
@@ -242,6 +243,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
             op (the inputs of a Concatenate).
         preserve_sparsity: Keep the zeros of the quantized weights at zero
             while training (for models pruned before QAT).
+        preserve_clusters: Keep the clusters of the quantized weights
+            while training (for models clustered before QAT): each weight
+            stays at the mean of its cluster, fixed by
+            `set_clusters_from_weights()` (see
+            `keras_compress.clustering.ClusterConstraint`).
         scheme: The `QuantizeScheme` (or its name) that provides the
             default config and activation quantizers.
         **kwargs: Base layer arguments (`name`, ...).
@@ -267,6 +273,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         quantize_output=True,
         preserve_sparsity=False,
         scheme="default_8bit",
+        preserve_clusters=False,
         **kwargs,
     ):
         if not isinstance(layer, keras.layers.Layer):
@@ -334,6 +341,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.activation = None if _is_linear(activation) else activation
         self.quantize_output = bool(quantize_output)
         self.preserve_sparsity = bool(preserve_sparsity)
+        self.preserve_clusters = bool(preserve_clusters)
         self.supports_masking = layer.supports_masking
         object.__setattr__(self, "_weight_specs", [])
         self._output_specs = []
@@ -341,6 +349,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self._intermediate_spec = None
         self._intermediate_specs = {}
         self._masks = []
+        self._cluster_ids = []
         self._range_source = None
 
     def __call__(self, *args, **kwargs):
@@ -444,6 +453,37 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 # The optimizer's step keeps pruned weights at zero.
                 variable.constraint = pruner_lib.MaskConstraint(mask, base)
                 self._masks.append(mask)
+
+        self._cluster_ids = []
+        if self.preserve_clusters:
+            for variable, _, _ in self._weight_specs:
+                ids = self.add_weight(
+                    name=f"{variable.name}_cluster_ids",
+                    shape=variable.shape,
+                    dtype="int32",
+                    initializer="zeros",
+                    trainable=False,
+                )
+                base = variable.constraint
+                if isinstance(base, cluster_constraints.ClusterConstraint):
+                    base = base.base  # re-built: do not stack
+                # After the optimizer's step, one value per cluster again.
+                variable.constraint = cluster_constraints.ClusterConstraint(
+                    ids, base
+                )
+                self._cluster_ids.append(ids)
+
+    def set_clusters_from_weights(self):
+        """Fixes each weight's cluster: one per distinct value, zeros apart."""
+        if not self.preserve_clusters:
+            raise ValueError(
+                f"'{self.name}' was created with preserve_clusters=False: "
+                "it has no clusters."
+            )
+        for (variable, _, _), ids in zip(self._weight_specs, self._cluster_ids):
+            ids.assign(
+                cluster_constraints.cluster_ids_from_values(variable.numpy())
+            )
 
     def set_masks_from_weights(self):
         """Sets each sparsity mask to `weight != 0` (after pruning)."""
@@ -848,6 +888,7 @@ class QuantizeWrapper(keras.layers.Wrapper):
                 ),
                 "quantize_output": self.quantize_output,
                 "preserve_sparsity": self.preserve_sparsity,
+                "preserve_clusters": self.preserve_clusters,
                 "scheme": keras.saving.serialize_keras_object(self.scheme),
             }
         )
