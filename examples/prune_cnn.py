@@ -19,25 +19,32 @@ import keras
 import numpy as np
 
 import keras_compress as kc
+from keras_compress import demo
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-train", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--sparsity", type=float, default=0.8)
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="folder for the .tflite file (default: a new temporary folder)",
+    )
     args = parser.parse_args()
 
     name, (x_train, y_train), (x_test, y_test) = kc.datasets.load_demo_data(
         max_train=args.max_train
     )
     print(f"data: {name}, {len(x_train)} training images")
-    model = kc.demo.reference_cnn(x_train.shape[1:], int(y_train.max()) + 1)
+    model = demo.reference_cnn(x_train.shape[1:], int(y_train.max()) + 1)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile("adam", loss, metrics=["accuracy"])
-    model.fit(x_train, y_train, batch_size=128, epochs=2, verbose=2)
+    model.fit(x_train, y_train, batch_size=128, epochs=args.epochs, verbose=2)
 
     # Prune while fine-tuning: sparsity ramps up over 70 % of the steps.
-    epochs = 2
+    epochs = args.epochs
     steps = int(np.ceil(len(x_train) / 128)) * epochs
     pruned = kc.pruning.prune_low_magnitude(
         model,
@@ -62,7 +69,8 @@ def main():
     small = kc.pruning.strip_pruning(pruned)
     print(kc.analysis.sparsity_report(small))
 
-    out_dir = tempfile.mkdtemp(prefix="prune_cnn_")
+    out_dir = args.output or tempfile.mkdtemp(prefix="prune_cnn_")
+    os.makedirs(out_dir, exist_ok=True)
     dense_blob = kc.convert.to_tflite(model, sparse=False)
     path = os.path.join(out_dir, "pruned.tflite")
     pruned_blob = kc.convert.to_tflite(small, path=path)
