@@ -116,7 +116,11 @@ def compress(
             earlier run instead of training them again.
         loss: Training loss; defaults to the compiled loss of `model`.
         batch_size: Batch size for array data.
-        strategy: A `tf.distribute.Strategy` to train every step under.
+        strategy: A `tf.distribute.Strategy` to train every step under
+            (e.g. `MirroredStrategy`, `MultiWorkerMirroredStrategy`). With
+            several workers, every worker makes the same `compress()` call
+            with the same `val_data` (its decisions must agree) and its own
+            `output` folder; the chief's is the real one.
         sparsities: Sparsities the sensitivity scan tries.
         scan_tolerance: Accuracy a layer may lose in the scan (before
             fine-tuning); defaults to `max(3 * max_accuracy_drop, 0.01)`.
