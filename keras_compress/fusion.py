@@ -13,7 +13,6 @@ The arithmetic is that of QAT's folding,
 pairs in the graph and rebuilds the model with `rewrite.clone_and_replace`.
 """
 
-import collections
 import dataclasses
 import warnings
 
@@ -152,26 +151,8 @@ def _plan(model, prefix, replacements, folded, kept):
     Fills `replacements` (`id(layer)` -> a function making its new layer),
     and the `folded`/`kept` lists of the report.
     """
-    graph = model._functional if isinstance(model, keras.Sequential) else model
-    if graph is None:
-        raise ValueError(
-            f"Nested Sequential model '{prefix}{model.name}' has no graph "
-            "(it was built without a known input shape). Give it a "
-            "keras.Input as its first layer."
-        )
-    nodes = [
-        node
-        for depth in sorted(graph._nodes_by_depth, reverse=True)
-        for node in graph._nodes_by_depth[depth]
-        if node.operation is not None and not node.is_input
-    ]
-    uses = collections.Counter(id(node.operation) for node in nodes)
-    consumers = collections.defaultdict(list)
-    for node in nodes:
-        for tensor in node.input_tensors:
-            consumers[id(tensor)].append(node.operation)
-    for tensor in graph.outputs:
-        consumers[id(tensor)].append(None)  # a model output
+    calls = rewrite.graph_calls(model)
+    nodes, uses, consumers = calls.nodes, calls.uses, calls.consumers
 
     seen = set()
     for node in nodes:
@@ -238,7 +219,7 @@ def _foldable_source(node, uses, consumers):
         )
     others = [
         "a model output" if c is None else f"'{c.name}'"
-        for c in consumers[id(tensor)]
+        for c in consumers.get(id(tensor), ())
         if c is not batch_norm
     ]
     if others:

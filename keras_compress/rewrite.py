@@ -9,10 +9,15 @@ This module is the one place that knows how models are put together:
 - `clone_and_replace(model, replace_fn)` returns a copy of a Sequential or
   Functional model (nested ones included) in which `replace_fn` may swap any
   layer for another one, e.g. a wrapper around a copy.
+- `graph_calls(model)` lists the layer calls of a Sequential or Functional
+  graph in order, with who consumes each tensor: what BatchNorm folding,
+  QAT planning and channel grouping need to follow the graph.
 
 Nothing here modifies the model it is given.
 """
 
+import collections
+import dataclasses
 import inspect
 
 import keras
@@ -165,6 +170,64 @@ def copy_layer(layer):
             clone.build_from_config(build_config)
     clone.set_weights(layer.get_weights())
     return clone
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphCalls:
+    """The layer calls of a Functional graph and the uses of its tensors.
+
+    Attributes:
+        graph: The Functional model holding the graph (for a Sequential
+            model, its internal Functional one).
+        nodes: The layer-call nodes (`node.operation` is the layer), the
+            model's inputs first, input placeholders left out.
+        uses: `{id(layer): number of calls}`.
+        consumers: `{id(tensor): [layer, ...]}`: the layers that take each
+            tensor, with `None` for a model output.
+    """
+
+    graph: object
+    nodes: tuple
+    uses: dict
+    consumers: dict
+
+    def sole_consumer(self, tensor):
+        """The one layer `tensor` feeds, or `None` (several, or an output)."""
+        found = self.consumers.get(id(tensor), ())
+        return found[0] if len(found) == 1 else None
+
+
+def graph_calls(model):
+    """Returns the `GraphCalls` of a Sequential or Functional model.
+
+    Nested models appear as single calls; walk them with another
+    `graph_calls`.
+
+    Raises:
+        ValueError: For a Sequential model built without a known input
+            shape (it has no graph).
+    """
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    if graph is None:
+        raise ValueError(
+            f"Sequential model '{model.name}' has no graph (it was built "
+            "without a known input shape). Give it a keras.Input as its "
+            "first layer."
+        )
+    nodes = tuple(
+        node
+        for depth in sorted(graph._nodes_by_depth, reverse=True)
+        for node in graph._nodes_by_depth[depth]
+        if node.operation is not None and not node.is_input
+    )
+    uses = collections.Counter(id(node.operation) for node in nodes)
+    consumers = collections.defaultdict(list)
+    for node in nodes:
+        for tensor in node.input_tensors:
+            consumers[id(tensor)].append(node.operation)
+    for tensor in graph.outputs:
+        consumers[id(tensor)].append(None)  # a model output
+    return GraphCalls(graph, nodes, dict(uses), dict(consumers))
 
 
 def clone_and_replace(model, replace_fn):

@@ -275,16 +275,6 @@ def _is_supported_follower(layer, rank):
     )
 
 
-def _graph_nodes(model):
-    """The nodes of `model`'s graph, inputs first."""
-    graph = model._functional if isinstance(model, keras.Sequential) else model
-    nodes_by_depth = graph._nodes_by_depth
-    nodes = []
-    for depth in sorted(nodes_by_depth, reverse=True):
-        nodes.extend(nodes_by_depth[depth])
-    return graph, nodes
-
-
 def analyze_channels(model):
     """Finds the channel groups of a Sequential or Functional model.
 
@@ -314,20 +304,18 @@ def analyze_channels(model):
             "keras_compress.pruning.prune_low_magnitude."
         )
     rewrite.check_built(model)
-    graph_model, nodes = _graph_nodes(model)
+    graph_calls = rewrite.graph_calls(model)
+    graph_model, nodes = graph_calls.graph, graph_calls.nodes
     graph = ChannelGraph(model)
     channels_of = {}
     for tensor in graph_model.inputs:
         channels_of[id(tensor)] = graph._fresh(tensor, "it is a model input")
-    calls = {}
-    for node in nodes:
-        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
     for node in nodes:
         layer = node.operation
-        if isinstance(layer, L.InputLayer):
-            continue
         inputs = [channels_of[id(t)] for t in node.input_tensors]
-        outputs = _propagate(graph, layer, node, inputs, calls[id(layer)])
+        outputs = _propagate(
+            graph, layer, node, inputs, graph_calls.uses[id(layer)]
+        )
         for tensor, channels in zip(node.output_tensors, outputs):
             channels_of[id(tensor)] = channels
     for tensor in graph_model.outputs:

@@ -18,7 +18,6 @@ How a Sequential or Functional model is rewritten (nested ones too):
    `QuantizeLayer` in front: the QUANTIZE op of the converted file.
 """
 
-import collections
 import dataclasses
 import inspect
 import warnings
@@ -337,29 +336,14 @@ class _Rewriter:
         return _Plan("wrap", inner, config=config)
 
     def _plan_graph(self, graph, model):
-        nodes = [
-            node
-            for depth in sorted(graph._nodes_by_depth, reverse=True)
-            for node in graph._nodes_by_depth[depth]
-            if node.operation is not None and not node.is_input
-        ]
-        uses = collections.Counter(id(node.operation) for node in nodes)
-        consumers = collections.defaultdict(list)
-        for node in nodes:
-            for tensor in node.input_tensors:
-                consumers[id(tensor)].append(node.operation)
-        for tensor in graph.outputs:
-            consumers[id(tensor)].append(None)  # a model output
+        calls = rewrite.graph_calls(graph)
+        nodes, uses, consumers = calls.nodes, calls.uses, calls.consumers
         plans = {}
         node_of = {}
         for node in nodes:
             if id(node.operation) not in plans:
                 plans[id(node.operation)] = self._plan_layer(node.operation)
                 node_of[id(node.operation)] = node
-
-        def sole_consumer(tensor):
-            found = consumers[id(tensor)]
-            return found[0] if len(found) == 1 else None
 
         def owner_of(tensor):
             """The layer whose output `tensor` is, after fusing."""
@@ -378,7 +362,7 @@ class _Rewriter:
             source = owner_of(tensor)
             source_plan = plans.get(id(source))
             exclusive = (
-                sole_consumer(tensor) is op
+                calls.sole_consumer(tensor) is op
                 and source_plan is not None
                 and source_plan.role == "wrap"
                 and uses[id(source)] == 1
@@ -446,7 +430,7 @@ class _Rewriter:
         # CONCATENATION: the producers leave their output unquantized and
         # the converter gives them the Concatenate's range.
         while True:
-            if consumers[id(tensor)] != [consumer]:
+            if consumers.get(id(tensor)) != [consumer]:
                 return
             producer = owner_of(tensor)
             plan = plans.get(id(producer))
