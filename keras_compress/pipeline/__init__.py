@@ -4,8 +4,8 @@
 prunes (per-layer sparsities from a sensitivity scan), fine-tunes with
 distillation from the original, trains quantization-aware for integer
 targets, converts, verifies the file and backs off until the budget holds.
-Recipes are plain lists of steps (`Prune`, `QuantizeAware`) that can be
-written as JSON or YAML.
+Recipes are plain lists of steps (`Prune`, `PruneChannels`, `Cluster`,
+`QuantizeAware`) that can be written as JSON or YAML.
 """
 
 from keras_compress.pipeline.compress import CompressionResult
@@ -15,15 +15,19 @@ from keras_compress.pipeline.recipe import load_recipe
 from keras_compress.pipeline.report import CompressionReport
 from keras_compress.pipeline.report import StageResult
 from keras_compress.pipeline.steps import STEPS
+from keras_compress.pipeline.steps import Cluster
 from keras_compress.pipeline.steps import Prune
+from keras_compress.pipeline.steps import PruneChannels
 from keras_compress.pipeline.steps import QuantizeAware
 from keras_compress.pipeline.steps import Step
 from keras_compress.pipeline.targets import TARGETS
 
 __all__ = [
+    "Cluster",
     "CompressionReport",
     "CompressionResult",
     "Prune",
+    "PruneChannels",
     "QuantizeAware",
     "Recipe",
     "STEPS",

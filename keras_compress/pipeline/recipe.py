@@ -20,7 +20,8 @@ class Recipe:
     ```
 
     Args:
-        steps: A list of `Step` objects (`Prune`, `QuantizeAware`).
+        steps: A list of `Step` objects (`Prune`, `PruneChannels`,
+            `Cluster`, `QuantizeAware`).
 
     Example:
 

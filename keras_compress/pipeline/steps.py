@@ -10,6 +10,7 @@ import dataclasses
 
 import keras
 
+from keras_compress import clustering
 from keras_compress import distillation
 from keras_compress import pruning
 from keras_compress import quantization
@@ -339,6 +340,127 @@ class Prune(Step):
         }
 
 
+class PruneChannels(Step):
+    """Channel pruning: a physically smaller model, then fine-tuning.
+
+    Removes `ratio` of the output channels of every prunable layer
+    (`keras_compress.pruning.prune_channels`; residual and concatenated
+    blocks are pruned consistently) and fine-tunes the smaller model.
+    Needs a Sequential or Functional model.
+
+    Args:
+        ratio: Fraction of the channels to remove, in [0, 1).
+        epochs: Fine-tuning epochs.
+        learning_rate: Adam learning rate of the fine-tuning.
+        criterion: How channels are scored: `"l1"`, `"l2"` or
+            `"bn_gamma"`.
+
+    Example:
+
+    ```python
+    recipe = Recipe([PruneChannels(0.5), QuantizeAware()])
+    ```
+    """
+
+    name = "prune_channels"
+
+    def __init__(self, ratio=0.5, epochs=2, learning_rate=1e-4, criterion="l1"):
+        if not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise ValueError(
+                f"Step 'prune_channels': `ratio` must be in [0, 1); "
+                f"received {ratio!r}."
+            )
+        _check_epochs(epochs, self.name)
+        _check_learning_rate(learning_rate, self.name)
+        self.ratio = float(ratio)
+        self.epochs = epochs
+        self.learning_rate = float(learning_rate)
+        self.criterion = criterion
+
+    def apply(self, model, context):
+        with context.scope():
+            smaller = pruning.prune_channels(
+                model, self.ratio, criterion=self.criterion
+            )
+        context.fit(smaller, self.epochs, self.learning_rate)
+        return smaller
+
+    def get_config(self):
+        return {
+            "ratio": self.ratio,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "criterion": self.criterion,
+        }
+
+
+class Cluster(Step):
+    """Weight clustering, then `strip_clustering`.
+
+    Each prunable weight is fine-tuned with `number_of_clusters` shared
+    values (`keras_compress.clustering.cluster_weights`); zeros left by an
+    earlier pruning step stay zero.
+
+    Args:
+        number_of_clusters: Shared values per weight (>= 2).
+        epochs: Fine-tuning epochs.
+        learning_rate: Adam learning rate of the fine-tuning.
+        init: Centroid initialization: `"kmeans++"`, `"linear"`,
+            `"density"` or `"random"`.
+
+    Example:
+
+    ```python
+    recipe = Recipe([Prune(0.5), Cluster(16),
+                     QuantizeAware(preserve_clusters=True)])
+    ```
+    """
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        number_of_clusters=16,
+        epochs=2,
+        learning_rate=1e-4,
+        init="kmeans++",
+    ):
+        if (
+            not isinstance(number_of_clusters, int)
+            or isinstance(number_of_clusters, bool)
+            or number_of_clusters < 2
+        ):
+            raise ValueError(
+                "Step 'cluster': `number_of_clusters` must be an integer >= "
+                f"2; received {number_of_clusters!r}."
+            )
+        _check_epochs(epochs, self.name)
+        _check_learning_rate(learning_rate, self.name)
+        self.number_of_clusters = number_of_clusters
+        self.epochs = epochs
+        self.learning_rate = float(learning_rate)
+        self.init = init
+
+    def apply(self, model, context):
+        with context.scope():
+            clustered = clustering.cluster_weights(
+                model,
+                self.number_of_clusters,
+                cluster_centroids_init=self.init,
+                preserve_sparsity=True,
+            )
+        context.fit(clustered, self.epochs, self.learning_rate)
+        return clustering.strip_clustering(clustered)
+
+    def get_config(self):
+        return {
+            "number_of_clusters": self.number_of_clusters,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "init": self.init,
+        }
+
+
 class QuantizeAware(Step):
     """Quantization-aware training (`quantize_model`), zeros kept.
 
@@ -346,6 +468,8 @@ class QuantizeAware(Step):
         epochs: Fine-tuning epochs.
         learning_rate: Adam learning rate of the fine-tuning.
         scheme: A quantization scheme name (see `quantize_model`).
+        preserve_clusters: Keep the shared values of a clustered model
+            (after a `Cluster` step) through QAT.
 
     Example:
 
@@ -356,16 +480,32 @@ class QuantizeAware(Step):
 
     name = "quantize"
 
-    def __init__(self, epochs=2, learning_rate=1e-4, scheme="default_8bit"):
+    def __init__(
+        self,
+        epochs=2,
+        learning_rate=1e-4,
+        scheme="default_8bit",
+        preserve_clusters=False,
+    ):
         _check_epochs(epochs, self.name)
         _check_learning_rate(learning_rate, self.name)
+        if preserve_clusters not in (True, False):
+            raise ValueError(
+                "Step 'quantize': `preserve_clusters` must be True or False; "
+                f"received {preserve_clusters!r}."
+            )
         self.epochs = epochs
         self.learning_rate = float(learning_rate)
         self.scheme = scheme
+        self.preserve_clusters = preserve_clusters
 
     def apply(self, model, context):
         with context.scope():
-            qat = quantization.quantize_model(model, scheme=self.scheme)
+            qat = quantization.quantize_model(
+                model,
+                scheme=self.scheme,
+                preserve_clusters=self.preserve_clusters,
+            )
         context.fit(qat, self.epochs, self.learning_rate)
         return qat
 
@@ -374,10 +514,13 @@ class QuantizeAware(Step):
             "epochs": self.epochs,
             "learning_rate": self.learning_rate,
             "scheme": self.scheme,
+            "preserve_clusters": self.preserve_clusters,
         }
 
 
-STEPS = {step.name: step for step in (Prune, QuantizeAware)}
+STEPS = {
+    step.name: step for step in (Prune, PruneChannels, Cluster, QuantizeAware)
+}
 
 
 def step_from_config(config):
