@@ -144,6 +144,7 @@ def pruning_sensitivity(
     layers=None,
     batch_size=256,
     log=None,
+    verbose=0,
 ):
     """Measures how much accuracy each layer loses when pruned on its own.
 
@@ -163,7 +164,8 @@ def pruning_sensitivity(
         sparsities: The sparsities to try, each in (0, 1).
         layers: `None` (every prunable layer), or a list of layer names.
         batch_size: Batch size of the evaluations.
-        log: Optional callable for one progress line per layer.
+        log: Optional callable for one result line per layer.
+        verbose: 1 shows a progress bar over the evaluations.
 
     Returns:
         A `SensitivityReport`.
@@ -209,6 +211,11 @@ def pruning_sensitivity(
         ]
 
     baseline = _accuracy(copy, x, y, batch_size)
+    progress = (
+        keras.utils.Progbar(len(candidates) * len(sparsities), unit_name="eval")
+        if verbose
+        else None
+    )
     rows = []
     for path, layer in candidates:
         variables = registry.get_prunable_weights(layer)
@@ -220,6 +227,8 @@ def pruning_sensitivity(
                     mask = masks.magnitude_mask(original, sparsity)
                     variable.assign(original * np.asarray(mask))
                 accuracies.append(_accuracy(copy, x, y, batch_size))
+                if progress is not None:
+                    progress.add(1)
         finally:
             for variable, original in zip(variables, originals):
                 variable.assign(original)

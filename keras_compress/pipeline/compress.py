@@ -225,7 +225,9 @@ def compress(
 
     scan = None
     if recipe is None:
-        scan = _scan(model, x_val, y_val, sparsities, output, resume, log)
+        scan = _scan(
+            model, x_val, y_val, sparsities, output, resume, log, verbose
+        )
         tolerance = (
             scan_tolerance
             if scan_tolerance is not None
@@ -339,7 +341,7 @@ def _budget_recipes(plan, target, epochs):
     return recipes
 
 
-def _scan(model, x, y, sparsities, output, resume, log):
+def _scan(model, x, y, sparsities, output, resume, log, verbose):
     path = None if output is None else os.path.join(output, "sensitivity.json")
     if resume and path and os.path.exists(path):
         log(f"Sensitivity scan: reusing {path}")
@@ -354,7 +356,7 @@ def _scan(model, x, y, sparsities, output, resume, log):
         )
     log("Sensitivity scan: pruning one layer at a time")
     scan = sensitivity_lib.pruning_sensitivity(
-        model, x, y, sparsities=sparsities, log=log
+        model, x, y, sparsities=sparsities, log=log, verbose=verbose
     )
     if path:
         text = json.dumps(scan.as_dict(), indent=2) + "\n"
