@@ -148,11 +148,13 @@ def test_convert_errors_are_one_line(files, capsys, argv, expected):
 
 
 def test_verify_errors_are_one_line(files, capsys):
+    # A file of its own: tests sharing `files` may run in any order.
+    (files / "placeholder.tflite").write_bytes(b"\x00" * 32)
     status, _, err = _run(
         capsys,
         "verify",
         files / "missing.keras",
-        files / "model.tflite",
+        files / "placeholder.tflite",
         "--data",
         files / "test.npz",
     )
