@@ -86,6 +86,36 @@ def leaf_layers(model):
     ]
 
 
+def copy_with_entries(model, select, params):
+    """Copies a subclassed model and records which leaf layers `select` picks.
+
+    The entries are what an owning model (`PrunedModel`, `ClusteredModel`)
+    keeps in its config to find the same layers again after loading, by
+    position in `leaf_layers` (see `recorded_leaf_layers`).
+
+    Args:
+        model: A built subclassed model. It is not changed.
+        select: `select(layer) -> bool` on the leaf layers of `model`.
+        params: Settings added to every entry.
+
+    Returns:
+        `(copy, entries, names)`: an independent copy of `model`, one entry
+        `{"index", "class_name", **params}` per selected leaf layer of the
+        copy, and the selected layers' names.
+    """
+    copy = copy_layer(model)
+    entries, names = [], []
+    for index, (original, copied) in enumerate(
+        zip(leaf_layers(model), leaf_layers(copy))
+    ):
+        if select(original):
+            entries.append(
+                {"index": index, "class_name": type(copied).__name__, **params}
+            )
+            names.append(original.name)
+    return copy, entries, names
+
+
 def recorded_leaf_layers(owner, model, entries, input_shape):
     """Builds `model` if needed and finds the layers `entries` recorded.
 

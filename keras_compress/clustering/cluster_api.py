@@ -185,16 +185,10 @@ def cluster_weights(
 
 def _cluster_subclassed(model, should_cluster, params, clustered_names):
     """Copies a subclassed model into a `ClusteredModel`, or returns a copy."""
-    copy = rewrite.copy_layer(model)
-    originals = rewrite.leaf_layers(model)
-    copies = rewrite.leaf_layers(copy)
-    entries = []
-    for index, (original, copied) in enumerate(zip(originals, copies)):
-        if should_cluster(original):
-            entries.append(
-                {"index": index, "class_name": type(copied).__name__, **params}
-            )
-            clustered_names.append(original.name)
+    copy, entries, names = rewrite.copy_with_entries(
+        model, should_cluster, params
+    )
+    clustered_names.extend(names)
     if not entries:
         return copy
     clustered = clustered_model_lib.ClusteredModel(copy, entries)

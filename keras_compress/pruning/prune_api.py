@@ -180,16 +180,10 @@ def prune_low_magnitude(
 
 def _prune_subclassed(model, should_prune, params, pruned_names):
     """Copies a subclassed model into a `PrunedModel`, or returns a copy."""
-    copy = rewrite.copy_layer(model)
-    originals = rewrite.leaf_layers(model)
-    copies = rewrite.leaf_layers(copy)
-    entries = []
-    for index, (original, copied) in enumerate(zip(originals, copies)):
-        if should_prune(original):
-            entries.append(
-                {"index": index, "class_name": type(copied).__name__, **params}
-            )
-            pruned_names.append(original.name)
+    copy, entries, names = rewrite.copy_with_entries(
+        model, should_prune, params
+    )
+    pruned_names.extend(names)
     if not entries:
         return copy
     pruned = pruned_model_lib.PrunedModel(copy, entries)
