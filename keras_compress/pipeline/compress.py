@@ -256,14 +256,7 @@ def compress(
             )
             stages.append(final[0])
         if final is None:  # An empty recipe: the original, converted.
-            step_start = time.perf_counter()
-            final = measure(
-                "convert",
-                attempt,
-                model,
-                target,
-                time.perf_counter() - step_start,
-            )
+            final = measure("convert", attempt, model, target, 0.0)
             stages.append(final[0])
         finals.append((len(stages) - 1, current, final[1]))
         if final[0].accuracy_drop <= max_accuracy_drop:
@@ -308,7 +301,9 @@ def compress(
     if output is not None:
         path = os.path.join(output, "model" + targets_lib.file_suffix(target))
         _files.write_atomically(path, content)
-        recipe_text = json.dumps(report.recipes[-1], indent=2) + "\n"
+        # The recipe of the delivered file (not always the last one tried).
+        delivered = report.recipes[stages[chosen].attempt - 1]
+        recipe_text = json.dumps(delivered, indent=2) + "\n"
         _files.write_atomically(
             os.path.join(output, "recipe.json"), recipe_text.encode("utf-8")
         )
