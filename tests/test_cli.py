@@ -1,4 +1,4 @@
-"""Tests of the `keras-compress convert` and `verify` sub-commands.
+"""Tests of the `keras-compress convert`, `verify` and `compress` commands.
 
 `main([...])` runs in-process on files under `tmp_path`; every written
 file is checked by running it (`verify`) rather than by its name.
@@ -207,3 +207,59 @@ def test_native_logs_are_hidden_unless_the_command_fails(capfd):
     with cli._native_logs_hidden(enabled=False):
         os.write(2, b"asked for\n")
     assert "asked for" in capfd.readouterr().err
+
+
+def _compress_data(files):
+    x_train, y_train = toy_data(256, seed=1)
+    x_val, y_val = toy_data(64, seed=3)
+    path = files / "compress.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val)
+    return path
+
+
+def test_compress_delivers_a_verified_file_and_a_report(
+    files, capsys, tmp_path
+):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(
+        json.dumps({"steps": [{"step": "prune", "sparsity": 0.5, "epochs": 1}]})
+    )
+    out = tmp_path / "out"
+    argv = ["compress", files / "model.keras", "--data", _compress_data(files)]
+    argv += ["--target", "tflite-float32", "--max-drop", "0.2"]
+    argv += ["--recipe", recipe, "-o", out, "-q"]
+    status, stdout, err = _run(capsys, *argv)
+    assert status == 0, err
+    assert str(out / "model.tflite") in stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["budget_met"] is True
+    final = report["stages"][-1]
+    # The printed accuracy is the file's, as verify measures it again.
+    assert f"accuracy {final['file_accuracy']:.4f}" in stdout
+    checked = _verify_json(capsys, files, out / "model.tflite")
+    assert checked["bytes"] == final["bytes"]
+
+
+def test_compress_over_budget_exits_3(files, capsys, tmp_path):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(
+        json.dumps(
+            {"steps": [{"step": "prune", "sparsity": 0.99, "epochs": 1}]}
+        )
+    )
+    argv = ["compress", files / "model.keras", "--data", _compress_data(files)]
+    argv += ["--target", "tflite-float32", "--max-drop", "0", "--no-distill"]
+    argv += ["--recipe", recipe, "-o", tmp_path / "out", "-q"]
+    with pytest.warns(UserWarning, match="Budget NOT met"):
+        status, _, _ = _run(capsys, *argv)
+    assert status == 3
+    assert (tmp_path / "out" / "model.tflite").exists()
+
+
+def test_compress_errors_are_one_line(files, capsys, tmp_path):
+    np.savez(tmp_path / "bad.npz", inputs=np.zeros((4, 3)))
+    argv = ["compress", files / "model.keras", "--data", tmp_path / "bad.npz"]
+    status, _, err = _run(capsys, *argv, "-o", tmp_path / "out")
+    assert status == 1
+    assert "expected x_train, y_train, x_val, y_val" in err
+    assert err.count("\n") == 1
