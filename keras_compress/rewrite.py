@@ -21,6 +21,7 @@ import dataclasses
 import inspect
 
 import keras
+from keras.src.backend.common import global_state
 from keras.src.models.functional import Functional
 
 
@@ -84,6 +85,87 @@ def leaf_layers(model):
         for layer in model._flatten_layers(include_self=False)
         if not isinstance(layer, (keras.Model, keras.layers.InputLayer))
     ]
+
+
+class CallThroughWrapper:
+    """A layer's replacement `call` that runs it through a wrapper.
+
+    Owning models of subclassed models (`QuantizedModel`, `ClusteredModel`)
+    set it as the `call` of a layer of the user's model, whose own `call()`
+    keeps calling that layer: the wrapper's computation then happens in
+    place without changing the user's code.
+    """
+
+    def __init__(self, wrapper):
+        self.wrapper = wrapper
+
+    def __call__(self, inputs, *args, training=None, **kwargs):
+        if training is None:
+            # The layer's own signature may have no `training` argument;
+            # Keras keeps the value of the outermost call in its context.
+            context = global_state.get_global_attribute("current_call_ctx")
+            if context is not None:
+                training = context.get_value("training")
+        return self.wrapper.call(inputs, *args, training=training, **kwargs)
+
+
+class WrappedLayerBuildConfig:
+    """Mixin for a `keras.layers.Wrapper` whose `build` needs a built layer.
+
+    The wrapper's build config carries the wrapped layer's, so that loading
+    a `.keras` file builds the layer (creating its variables) before the
+    wrapper's own `build` reads them.
+    """
+
+    def get_build_config(self):
+        config = super().get_build_config() or {}
+        layer_config = self.layer.get_build_config()
+        if layer_config:
+            config["layer"] = layer_config
+        return config or None
+
+    def build_from_config(self, config):
+        if "layer" in config and not self.layer.built:
+            self.layer.build_from_config(config["layer"])
+        self.build(config.get("input_shape"))
+
+
+def layer_selector(choice, all_layers, argument, default, check_named):
+    """Turns a `layers_to_*` argument into `(select(layer) -> bool, names)`.
+
+    Args:
+        choice: `None` (use `default`), a callable `f(layer) -> bool`, a
+            layer name, or a list of layer names.
+        all_layers: The layers names may refer to.
+        argument: The argument's name, for error messages.
+        default: `select` when `choice` is `None`.
+        check_named: Called on each named layer; raises a ValueError if the
+            technique cannot apply to it.
+
+    Returns:
+        `(select, names)`: the predicate, and the set of names given (empty
+        unless `choice` lists names).
+
+    Raises:
+        ValueError: If a name is not one of `all_layers`.
+    """
+    if choice is None:
+        return default, set()
+    if callable(choice):
+        return lambda layer: bool(choice(layer)), set()
+    if isinstance(choice, str):
+        choice = [choice]
+    names = set(choice)
+    by_name = {layer.name: layer for layer in all_layers}
+    missing = sorted(names - set(by_name))
+    if missing:
+        raise ValueError(
+            f"{argument} names {missing}, which are not layers of the "
+            f"model. Layers: {sorted(by_name)}."
+        )
+    for name in sorted(names):
+        check_named(by_name[name])
+    return lambda layer: layer.name in names, names
 
 
 def copy_with_entries(model, select, params):

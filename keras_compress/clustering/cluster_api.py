@@ -15,23 +15,13 @@ logger = logging.getLogger("keras_compress")
 
 def _make_selector(layers_to_cluster, all_layers):
     """Turns `layers_to_cluster` into `select(layer) -> bool` and checks it."""
-    if layers_to_cluster is None:
-        return registry.is_prunable, set()
-    if callable(layers_to_cluster):
-        return lambda layer: bool(layers_to_cluster(layer)), set()
-    if isinstance(layers_to_cluster, str):
-        layers_to_cluster = [layers_to_cluster]
-    names = set(layers_to_cluster)
-    by_name = {layer.name: layer for layer in all_layers}
-    missing = sorted(names - set(by_name))
-    if missing:
-        raise ValueError(
-            f"layers_to_cluster names {missing}, which are not layers of "
-            f"the model. Layers: {sorted(by_name)}."
-        )
-    for name in sorted(names):
-        wrapper_lib.clusterable_weights(by_name[name])  # raises if none
-    return lambda layer: layer.name in names, names
+    return rewrite.layer_selector(
+        layers_to_cluster,
+        all_layers,
+        "layers_to_cluster",
+        registry.is_prunable,
+        wrapper_lib.clusterable_weights,  # raises if the layer has none
+    )
 
 
 def _check_layer(layer, params):

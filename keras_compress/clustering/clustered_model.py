@@ -11,28 +11,11 @@ before the weights are restored. The same mechanism as `QuantizedModel`.
 """
 
 import keras
-from keras.src.backend.common import global_state
 
 from keras_compress import rewrite
 from keras_compress.clustering import wrapper as wrapper_lib
 
 _PACKAGE = "keras_compress"
-
-
-class _ClusteredCall:
-    """Replaces a layer's `call`: runs it through its ClusterWeights."""
-
-    def __init__(self, wrapper):
-        self.wrapper = wrapper
-
-    def __call__(self, inputs, *args, training=None, **kwargs):
-        if training is None:
-            # The layer's signature may have no `training` argument; Keras
-            # keeps the value of the outermost call in its context.
-            context = global_state.get_global_attribute("current_call_ctx")
-            if context is not None:
-                training = context.get_value("training")
-        return self.wrapper.call(inputs, *args, training=training, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -74,7 +57,9 @@ class ClusteredModel(keras.Model):
             wrapper.build()
             if not hasattr(layer, wrapper_lib.ORIGINAL_CALL):
                 object.__setattr__(layer, wrapper_lib.ORIGINAL_CALL, layer.call)
-            object.__setattr__(layer, "call", _ClusteredCall(wrapper))
+            object.__setattr__(
+                layer, "call", rewrite.CallThroughWrapper(wrapper)
+            )
             wrappers.append(wrapper)
         self.wrappers = wrappers
 

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_compress import rewrite
 from keras_compress.clustering import centroids as centroids_lib
 from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
@@ -129,7 +130,7 @@ def clustered_value(weight, centroids, mask=None):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ClusterWeights(keras.layers.Wrapper):
+class ClusterWeights(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
     """Trains a layer whose weights share `number_of_clusters` values.
 
     Usually created by `cluster_weights`; use it directly to cluster a
@@ -304,18 +305,6 @@ class ClusterWeights(keras.layers.Wrapper):
     def sparsity_masks(self):
         """The 0/1 masks (with `preserve_sparsity`), else an empty list."""
         return list(self._masks)
-
-    def get_build_config(self):
-        config = super().get_build_config() or {}
-        layer_config = self.layer.get_build_config()
-        if layer_config:
-            config["layer"] = layer_config
-        return config or None
-
-    def build_from_config(self, config):
-        if "layer" in config and not self.layer.built:
-            self.layer.build_from_config(config["layer"])
-        self.build(config.get("input_shape"))
 
     def get_config(self):
         config = super().get_config()

@@ -13,31 +13,24 @@ from keras_compress.pruning.schedules import ConstantSparsity
 logger = logging.getLogger("keras_compress")
 
 
+def _check_prunable(layer):
+    if not registry.is_prunable(layer):
+        raise ValueError(
+            f"layers_to_prune names '{layer.name}' ({type(layer).__name__}), "
+            "which has no prunable weights. Remove it from the list, or "
+            "give the layer a get_prunable_weights() method."
+        )
+
+
 def _make_selector(layers_to_prune, all_layers):
     """Turns `layers_to_prune` into `select(layer) -> bool` and checks it."""
-    if layers_to_prune is None:
-        return registry.is_prunable, set()
-    if callable(layers_to_prune):
-        return lambda layer: bool(layers_to_prune(layer)), set()
-    if isinstance(layers_to_prune, str):
-        layers_to_prune = [layers_to_prune]
-    names = set(layers_to_prune)
-    by_name = {layer.name: layer for layer in all_layers}
-    missing = sorted(names - set(by_name))
-    if missing:
-        raise ValueError(
-            f"layers_to_prune names {missing}, which are not layers of the "
-            f"model. Layers: {sorted(by_name)}."
-        )
-    for name in sorted(names):
-        if not registry.is_prunable(by_name[name]):
-            layer = by_name[name]
-            raise ValueError(
-                f"layers_to_prune names '{name}' ({type(layer).__name__}), "
-                "which has no prunable weights. Remove it from the list, or "
-                "give the layer a get_prunable_weights() method."
-            )
-    return lambda layer: layer.name in names, names
+    return rewrite.layer_selector(
+        layers_to_prune,
+        all_layers,
+        "layers_to_prune",
+        registry.is_prunable,
+        _check_prunable,
+    )
 
 
 def _wrap(layer, params):

@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_compress import rewrite
 from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
 from keras_compress.pruning import schedules as schedules_lib
@@ -61,7 +62,7 @@ def check_pruning_params(
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PruneLowMagnitude(keras.layers.Wrapper):
+class PruneLowMagnitude(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
     """Prunes the weights of the wrapped layer by magnitude during training.
 
     The wrapper owns one 0/1 mask per prunable weight and a step counter.
@@ -180,18 +181,6 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def get_pruners(self):
         """The `LayerPruner`s this object owns (for callbacks and reports)."""
         return [self.pruner] if self.built else []
-
-    def get_build_config(self):
-        config = super().get_build_config() or {}
-        layer_config = self.layer.get_build_config()
-        if layer_config:
-            config["layer"] = layer_config
-        return config or None
-
-    def build_from_config(self, config):
-        if "layer" in config and not self.layer.built:
-            self.layer.build_from_config(config["layer"])
-        self.build(config.get("input_shape"))
 
     def get_config(self):
         config = super().get_config()

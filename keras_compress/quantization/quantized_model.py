@@ -17,7 +17,6 @@ to have them quantized.
 """
 
 import keras
-from keras.src.backend.common import global_state
 
 from keras_compress import rewrite
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
@@ -25,22 +24,6 @@ from keras_compress.quantization import schemes as schemes_lib
 from keras_compress.quantization import wrapper as wrapper_lib
 
 _PACKAGE = "keras_compress"
-
-
-class _QuantizedCall:
-    """Replaces a layer's `call`: runs it through its QuantizeWrapper."""
-
-    def __init__(self, wrapper):
-        self.wrapper = wrapper
-
-    def __call__(self, inputs, *args, training=None, **kwargs):
-        if training is None:
-            # The layer's own signature may have no `training` argument;
-            # Keras keeps the value of the outermost call in its context.
-            context = global_state.get_global_attribute("current_call_ctx")
-            if context is not None:
-                training = context.get_value("training")
-        return self.wrapper.call(inputs, *args, training=training, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -128,7 +111,7 @@ class QuantizedModel(keras.Model):
         wrapper.build(build_config["input_shape"])
         if not hasattr(layer, wrapper_lib.ORIGINAL_CALL):
             object.__setattr__(layer, wrapper_lib.ORIGINAL_CALL, layer.call)
-        object.__setattr__(layer, "call", _QuantizedCall(wrapper))
+        object.__setattr__(layer, "call", rewrite.CallThroughWrapper(wrapper))
         return wrapper
 
     def call(self, inputs, training=None):
