@@ -6,6 +6,8 @@ import keras
 import numpy as np
 
 from keras_compress import rewrite
+from keras_compress.convert.verify import class_labels
+from keras_compress.convert.verify import class_predictions
 from keras_compress.pruning import masks
 from keras_compress.pruning import registry
 
@@ -111,13 +113,10 @@ class SensitivityReport:
 
 
 def _accuracy(model, x, y, batch_size):
+    # The rule verify() applies to files, so the scan and the budget agree.
     outputs = model.predict(x, batch_size=batch_size, verbose=0)
-    outputs = np.asarray(outputs).reshape(len(x), -1)
-    if outputs.shape[1] == 1:
-        predicted = (outputs[:, 0] > 0.5).astype("int64")
-    else:
-        predicted = outputs.argmax(axis=1)
-    return float(np.mean(predicted == np.asarray(y).reshape(-1)))
+    predicted = class_predictions(outputs)
+    return float(np.mean(predicted == class_labels(y, len(x))))
 
 
 def _prunable_layers(model):

@@ -232,13 +232,13 @@ def verify(
             f"outputs {file_out.shape}; was the file converted from "
             "`keras_model`?"
         )
-    # One unit: a sigmoid probability (threshold 0.5) or a logit (0).
-    threshold = 0.5 if keras_out.min() >= 0 and keras_out.max() <= 1 else 0.0
-    keras_pred = _predicted_class(keras_out, threshold)
-    file_pred = _predicted_class(file_out, threshold)
+    # The file is judged by the Keras model's rule (see class_predictions).
+    threshold = _threshold(keras_out)
+    keras_pred = class_predictions(keras_out, threshold)
+    file_pred = class_predictions(file_out, threshold)
     keras_accuracy = file_accuracy = None
     if y is not None:
-        labels = _labels(y, len(keras_pred))
+        labels = class_labels(y, len(keras_pred))
         keras_accuracy = float(np.mean(keras_pred == labels))
         file_accuracy = float(np.mean(file_pred == labels))
     raw, gzipped = interpreter.file_sizes(content)
@@ -263,14 +263,33 @@ def verify(
     )
 
 
-def _predicted_class(outputs, threshold):
-    outputs = outputs.reshape(len(outputs), -1)
+def _threshold(outputs):
+    # One unit: a sigmoid probability (threshold 0.5) or a logit (0).
+    return 0.5 if outputs.min() >= 0 and outputs.max() <= 1 else 0.0
+
+
+def class_predictions(outputs, threshold=None):
+    """The predicted class of each sample from a classifier's outputs.
+
+    Args:
+        outputs: Class scores or logits, batch first.
+        threshold: For a single output unit: the decision threshold;
+            `None` uses 0.5 when the outputs are probabilities (all in
+            [0, 1]) and 0 for logits.
+
+    Returns:
+        An int64 array, one class per sample (argmax for several units).
+    """
+    outputs = np.asarray(outputs, np.float32).reshape(len(outputs), -1)
     if outputs.shape[1] == 1:
+        if threshold is None:
+            threshold = _threshold(outputs)
         return (outputs[:, 0] > threshold).astype(np.int64)
     return np.argmax(outputs, axis=1)
 
 
-def _labels(y, num_samples):
+def class_labels(y, num_samples):
+    """Integer labels from integer or one-hot `y`, checked against `x`."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
         y = np.argmax(y, axis=1)  # one-hot
