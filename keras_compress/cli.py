@@ -76,19 +76,24 @@ def _load_model(path):
         ) from error
 
 
-def _load_data(path, argument):
-    """`(x, y)` from an .npz file; `x` is a list for several inputs."""
+def _read_npz(path, argument):
+    """`{name: array}` of an .npz file, or a CommandError naming `argument`."""
     import numpy as np
 
     if not os.path.exists(path):
         raise CommandError(f"{argument} file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
-            arrays = {name: data[name] for name in data.files}
+            return {name: data[name] for name in data.files}
     except Exception as error:
         raise CommandError(
             f"cannot read {argument} file {path} as .npz: {_first_line(error)}"
         ) from error
+
+
+def _load_data(path, argument):
+    """`(x, y)` from an .npz file; `x` is a list for several inputs."""
+    arrays = _read_npz(path, argument)
     numbered = sorted(
         (name for name in arrays if name.startswith("x_")),
         key=lambda name: int(name[2:]) if name[2:].isdigit() else -1,
@@ -215,12 +220,7 @@ def _verify(args):
 
 def _compress_data(path):
     """`(train, val)` from an .npz: x_train/y_train/x_val/y_val, or x/y."""
-    import numpy as np
-
-    if not os.path.exists(path):
-        raise CommandError(f"--data file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in data.files}
+    arrays = _read_npz(path, "--data")
     split = ("x_train", "y_train", "x_val", "y_val")
     if all(name in arrays for name in split):
         return (arrays["x_train"], arrays["y_train"]), (

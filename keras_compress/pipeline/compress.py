@@ -153,8 +153,7 @@ def compress(
             "`max_accuracy_drop` must be a number in [0, 1) (0.01 is one "
             f"accuracy point); received {max_accuracy_drop!r}."
         )
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"`epochs` must be an integer >= 1; got {epochs!r}.")
+    steps_lib.check_epochs(epochs)
     if resume and output is None:
         raise ValueError(
             "`resume=True` needs `output`, the earlier run's folder."

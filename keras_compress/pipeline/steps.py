@@ -213,12 +213,13 @@ class Step:
         return self.describe()
 
 
-def _check_epochs(epochs, step):
+def check_epochs(epochs, step=None):
+    """Raises a ValueError unless `epochs` is an integer >= 1."""
     # Masks and fake-quant ranges are only set while training.
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        where = f"Step '{step}': " if step else ""
         raise ValueError(
-            f"Step '{step}': `epochs` must be an integer >= 1; received "
-            f"{epochs!r}."
+            f"{where}`epochs` must be an integer >= 1; received {epochs!r}."
         )
 
 
@@ -265,7 +266,7 @@ class Prune(Step):
                     f"Step 'prune': `sparsity`{where} must be in [0, 1); "
                     f"received {value!r}."
                 )
-        _check_epochs(epochs, self.name)
+        check_epochs(epochs, self.name)
         _check_learning_rate(learning_rate, self.name)
         self.sparsity = (
             {str(k): float(v) for k, v in sparsity.items()}
@@ -370,7 +371,7 @@ class PruneChannels(Step):
                 f"Step 'prune_channels': `ratio` must be in [0, 1); "
                 f"received {ratio!r}."
             )
-        _check_epochs(epochs, self.name)
+        check_epochs(epochs, self.name)
         _check_learning_rate(learning_rate, self.name)
         self.ratio = float(ratio)
         self.epochs = epochs
@@ -434,7 +435,7 @@ class Cluster(Step):
                 "Step 'cluster': `number_of_clusters` must be an integer >= "
                 f"2; received {number_of_clusters!r}."
             )
-        _check_epochs(epochs, self.name)
+        check_epochs(epochs, self.name)
         _check_learning_rate(learning_rate, self.name)
         self.number_of_clusters = number_of_clusters
         self.epochs = epochs
@@ -487,7 +488,7 @@ class QuantizeAware(Step):
         scheme="default_8bit",
         preserve_clusters=False,
     ):
-        _check_epochs(epochs, self.name)
+        check_epochs(epochs, self.name)
         _check_learning_rate(learning_rate, self.name)
         if preserve_clusters not in (True, False):
             raise ValueError(
