@@ -22,6 +22,7 @@ subclass of it, because most of what that class does has to differ here:
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 # The per-replica loss scaling Keras applies under `tf.distribute` (every
@@ -43,6 +44,20 @@ class _Slot:
 
     def __init__(self, value=None):
         self.value = value
+
+
+# `fit(..., cache_teacher_outputs)` passes the teacher's outputs through
+# Keras's data pipeline inside `y`, under this key.
+_CACHE_KEY = "_kc_teacher_outputs"
+_MAX_CACHE_BYTES = 4 * 2**30
+
+
+def _split_teacher_cache(y):
+    """`(labels, cached teacher outputs or None)` from a batch's `y`."""
+    if isinstance(y, dict) and _CACHE_KEY in y:
+        cache = y[_CACHE_KEY]
+        return cache.get("labels"), cache
+    return y, None
 
 
 def _check_model(model, argument):
@@ -177,6 +192,15 @@ class Distiller(keras.Model):
             single one) that match intermediate layers of the two models,
             each with its weight and, when the widths differ, a learned
             projection of the student's features.
+        cache_teacher_outputs: If `True`, `fit(x, y)` runs the teacher once
+            over `x` before training (its logits and the features the
+            `FeatureDistillation` terms need) and feeds those to every
+            epoch, instead of a teacher forward pass per step. Exact, since
+            the teacher is frozen and runs in inference mode; needs `x` and
+            `y` as arrays (not a dataset or generator, whose inputs may
+            change between epochs) and memory for one teacher output per
+            sample. A `validation_split` is cut from the cached outputs;
+            separate `validation_data` runs the teacher.
         name: Name of the model.
         **kwargs: Base `keras.Model` arguments.
 
@@ -203,10 +227,16 @@ class Distiller(keras.Model):
         student,
         teacher,
         feature_distillations=None,
+        cache_teacher_outputs=False,
         name="distiller",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
+        if not isinstance(cache_teacher_outputs, bool):
+            raise ValueError(
+                "`cache_teacher_outputs` must be True or False; received "
+                f"cache_teacher_outputs={cache_teacher_outputs!r}."
+            )
         _check_model(student, "student")
         _check_model(teacher, "teacher")
         if student is teacher:
@@ -256,6 +286,7 @@ class Distiller(keras.Model):
             terms.append(term)
         self._terms = terms
         self.projections = self._build_feature_extraction(terms)
+        self.cache_teacher_outputs = cache_teacher_outputs
 
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
@@ -485,7 +516,9 @@ class Distiller(keras.Model):
             return pending[1]
         return extractor(x, training=training)["features"]
 
-    def _teacher_outputs(self, x):
+    def _teacher_outputs(self, x, cached=None):
+        if cached is not None:
+            return cached["logits"], list(cached["features"])
         extractor = self._teacher_extractor.value
         if extractor is None:
             logits, features = self.teacher(x, training=False), []
@@ -523,10 +556,11 @@ class Distiller(keras.Model):
                 "evaluation: call distiller.compile(optimizer, metrics, "
                 "student_loss_fn, ...)."
             )
+        y, cached = _split_teacher_cache(y)
         if y_pred is None:
             y_pred = self(x, training=training)
         student_features = self._student_features(x, y_pred, training)
-        teacher_logits, teacher_features = self._teacher_outputs(x)
+        teacher_logits, teacher_features = self._teacher_outputs(x, cached)
 
         zero = ops.zeros((), dtype="float32")
         student_loss = zero
@@ -593,6 +627,67 @@ class Distiller(keras.Model):
             )
         return total
 
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        y, _ = _split_teacher_cache(y)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """Trains the student, like `keras.Model.fit`.
+
+        With `cache_teacher_outputs=True`, the teacher first runs once over
+        `x`; see the class docstring.
+        """
+        if self.cache_teacher_outputs:
+            y = self._attach_teacher_cache(x, y)
+        return super().fit(x, y, *args, **kwargs)
+
+    def _attach_teacher_cache(self, x, y):
+        """`y` with the teacher's outputs on `x` attached, sample by sample.
+
+        Keras slices, shuffles and splits (`validation_split`) the nested
+        arrays of `y` together with `x`, so each batch carries the teacher
+        outputs of its own samples.
+        """
+        leaves = keras.tree.flatten((x, y))
+        if x is None or not all(
+            leaf is None or isinstance(leaf, np.ndarray) or ops.is_tensor(leaf)
+            for leaf in leaves
+        ):
+            raise ValueError(
+                "cache_teacher_outputs=True needs `x` (and `y`) as arrays: "
+                "the teacher's outputs are computed once per sample. "
+                f"Received x of type {type(x).__name__}; a dataset or "
+                "generator may give different inputs in each epoch. Pass "
+                "arrays, or create the Distiller with "
+                "cache_teacher_outputs=False."
+            )
+        extractor = self._teacher_extractor.value
+        model = extractor if extractor is not None else self.teacher
+        num_samples = len(keras.tree.flatten(x)[0])
+        # One sample first: the size of the cache, before committing memory.
+        first = model.predict(
+            keras.tree.map_structure(lambda a: a[:1], x), verbose=0
+        )
+        floats = sum(np.size(output) for output in keras.tree.flatten(first))
+        needed = num_samples * floats * 4
+        if needed > _MAX_CACHE_BYTES:
+            raise ValueError(
+                f"Caching the teacher's outputs for {num_samples} samples "
+                f"needs {needed / 2**30:.1f} GiB ({floats} values per "
+                "sample: its logits and the feature layers of the "
+                "FeatureDistillation terms). Distill from smaller feature "
+                "layers, or use cache_teacher_outputs=False."
+            )
+        outputs = model.predict(x, batch_size=256, verbose=0)
+        if extractor is not None:
+            logits, features = outputs["output"], list(outputs["features"])
+        else:
+            logits, features = outputs, []
+        cache = {"logits": logits, "features": features}
+        if y is not None:
+            cache["labels"] = y
+        return {_CACHE_KEY: cache}
+
     # The teacher is frozen here, not by setting `teacher.trainable = False`
     # on the user's model: its variables are reported as non-trainable by
     # the Distiller, so neither the optimizer nor the gradient tape sees
@@ -643,6 +738,7 @@ class Distiller(keras.Model):
                 keras.saving.serialize_keras_object(term)
                 for term in self._terms
             ],
+            "cache_teacher_outputs": self.cache_teacher_outputs,
         }
 
     @classmethod

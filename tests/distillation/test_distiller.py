@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_compress import distillation
 from tests import helpers
@@ -236,3 +237,108 @@ def test_training_needs_compile_and_labels():
     common.compile_distiller(distiller)
     with pytest.raises(ValueError, match="labels"):
         distiller.fit(x, verbose=0)
+
+
+class CountingTeacher(keras.Model):
+    """A subclassed teacher that counts its forward passes."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = common.teacher_model()
+        self.calls = 0
+
+    def call(self, inputs, training=None):
+        self.calls += 1
+        return self.inner(inputs, training=training)
+
+
+def _cached_run(cache, x, y, **fit_kwargs):
+    keras.utils.set_random_seed(1)
+    teacher, student = common.teacher_model(), common.student_model()
+    features = distillation.FeatureDistillation("t_hidden", "s_hidden")
+    distiller = common.compile_distiller(
+        distillation.Distiller(
+            student,
+            teacher,
+            feature_distillations=features,
+            cache_teacher_outputs=cache,
+        ),
+        alpha=0.5,
+    )
+    keras.utils.set_random_seed(2)
+    history = distiller.fit(x, y, batch_size=16, verbose=0, **fit_kwargs)
+    return history.history, _weights(student)
+
+
+def test_cached_teacher_outputs_train_like_live_ones():
+    keras.utils.set_random_seed(0)
+    x, y = common.data(n=64)
+    live_history, live_weights = _cached_run(False, x, y, epochs=2)
+    cached_history, cached_weights = _cached_run(True, x, y, epochs=2)
+    for key in ("loss", "student_loss", "distillation_loss", "feature_loss"):
+        np.testing.assert_allclose(
+            cached_history[key], live_history[key], rtol=1e-4, err_msg=key
+        )
+    for live, cached in zip(live_weights, cached_weights):
+        np.testing.assert_allclose(cached, live, atol=1e-5)
+    # Metrics see the labels, not the cache: same accuracy both ways.
+    assert cached_history["acc"] == live_history["acc"]
+
+
+def test_cached_teacher_runs_once_over_the_data():
+    teacher = CountingTeacher()
+    teacher(np.zeros((1, *common.INPUT_SHAPE), "float32"))
+    teacher.compile(run_eagerly=True)  # predict() counts every batch
+    distiller = common.compile_distiller(
+        distillation.Distiller(
+            common.student_model(), teacher, cache_teacher_outputs=True
+        ),
+        run_eagerly=True,
+    )
+    x, y = common.data(n=64)
+    teacher.calls = 0
+    distiller.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    # A one-sample size probe and one predict() batch; none per step.
+    assert teacher.calls == 2
+    # A validation split is cut from the cached arrays too ...
+    teacher.calls = 0
+    distiller.fit(
+        x, y, batch_size=16, epochs=1, validation_split=0.25, verbose=0
+    )
+    assert teacher.calls == 2
+    # ... separate validation data is not cached: one batch, one pass.
+    teacher.calls = 0
+    distiller.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=1,
+        validation_data=(x[:16], y[:16]),
+        verbose=0,
+    )
+    assert teacher.calls == 2 + 1
+
+
+def test_cached_teacher_outputs_without_labels():
+    x, _ = common.data(n=32)
+    distiller = distillation.Distiller(
+        common.student_model(),
+        common.teacher_model(),
+        cache_teacher_outputs=True,
+    )
+    distiller.compile(optimizer="adam", alpha=0.0)
+    history = distiller.fit(x, batch_size=16, epochs=1, verbose=0)
+    assert history.history["distillation_loss"][0] > 0
+
+
+def test_cache_teacher_outputs_bad_input():
+    teacher, student = common.teacher_model(), common.student_model()
+    with pytest.raises(ValueError, match="cache_teacher_outputs"):
+        distillation.Distiller(student, teacher, cache_teacher_outputs="yes")
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher, cache_teacher_outputs=True)
+    )
+    x, y = common.data(n=32)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(ValueError, match="needs `x` \\(and `y`\\) as arrays"):
+        distiller.fit(dataset, epochs=1, verbose=0)

@@ -77,7 +77,10 @@ def test_save_and_load_student_and_distiller(tmp_path):
     teacher, student = common.teacher_model(), _pruned_student()
     x, y = common.data()
     distiller = distillation.Distiller(
-        student, teacher, feature_distillations=FD("t_hidden", "s_hidden")
+        student,
+        teacher,
+        feature_distillations=FD("t_hidden", "s_hidden"),
+        cache_teacher_outputs=True,
     )
     common.compile_distiller(distiller, alpha=0.2, temperature=4)
     callbacks = [pruning.UpdatePruningStep()]
@@ -100,6 +103,7 @@ def test_save_and_load_student_and_distiller(tmp_path):
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, distillation.Distiller)
     assert (loaded.alpha, loaded.temperature) == (0.2, 4.0)
+    assert loaded.cache_teacher_outputs
     np.testing.assert_array_equal(
         loaded.projections[0].kernel, distiller.projections[0].kernel
     )
@@ -109,12 +113,16 @@ def test_save_and_load_student_and_distiller(tmp_path):
     loaded.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=callbacks)
 
 
-def test_mirrored_strategy(strategy):
+@pytest.mark.parametrize("cache", [False, True])
+def test_mirrored_strategy(strategy, cache):
     x, y = common.data()
     with strategy.scope():
         teacher, student = common.teacher_model(), common.student_model()
         distiller = distillation.Distiller(
-            student, teacher, feature_distillations=FD("t_hidden", "s_hidden")
+            student,
+            teacher,
+            feature_distillations=FD("t_hidden", "s_hidden"),
+            cache_teacher_outputs=cache,
         )
         common.compile_distiller(distiller)
     assert isinstance(
