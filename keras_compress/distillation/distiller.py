@@ -638,6 +638,14 @@ class Distiller(keras.Model):
         `x`; see the class docstring.
         """
         if self.cache_teacher_outputs:
+            if kwargs.get("class_weight") is not None:
+                # Keras applies class weights to a single label array only;
+                # here the labels travel with the cached outputs.
+                raise ValueError(
+                    "cache_teacher_outputs=True does not support "
+                    "`class_weight`. Pass the weights per sample instead: "
+                    "sample_weight=np.array([class_weight[c] for c in y])."
+                )
             y = self._attach_teacher_cache(x, y)
         return super().fit(x, y, *args, **kwargs)
 

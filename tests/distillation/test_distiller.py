@@ -342,3 +342,5 @@ def test_cache_teacher_outputs_bad_input():
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     with pytest.raises(ValueError, match="needs `x` \\(and `y`\\) as arrays"):
         distiller.fit(dataset, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="class_weight"):
+        distiller.fit(x, y, class_weight={0: 1.0, 1: 2.0, 2: 1.0}, verbose=0)
