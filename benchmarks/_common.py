@@ -175,6 +175,16 @@ def load_data(max_train=None, max_test=None, seed=0):
     return name, train, test
 
 
+def hold_out(train, quick):
+    """`(train, validation)`: the end of the training set held out.
+
+    For `--validation` runs, which choose a benchmark's options without
+    looking at the test set: 10,000 images (1,000 with `--quick`).
+    """
+    (x, y), size = train, 1_000 if quick else 10_000
+    return (x[:-size], y[:-size]), (x[-size:], y[-size:])
+
+
 def write_file(folder, name, content):
     """Writes `content` (bytes) to `folder/name`; returns the path."""
     os.makedirs(folder, exist_ok=True)

@@ -308,15 +308,7 @@ def main(argv=None):
         max_test=1000 if args.quick else None,
     )
     if args.validation:
-        # Hold out the end of the training set; the test set stays unseen.
-        (x, y), held_out = train, 10_000 if not args.quick else 1_000
-        train, test = (
-            (x[:-held_out], y[:-held_out]),
-            (
-                x[-held_out:],
-                y[-held_out:],
-            ),
-        )
+        train, test = _common.hold_out(train, args.quick)
     cfg["dataset"] = name
     cfg["num_train"], cfg["num_test"] = len(train[0]), len(test[0])
     print(
