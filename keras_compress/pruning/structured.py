@@ -594,6 +594,10 @@ class GradualChannelPruning(keras.callbacks.Callback):
     model computes exactly what `apply_channel_plan(model, plan)` does, so
     the rebuild loses nothing.
 
+    The callback also works when the planned model is trained inside
+    another, e.g. as the student of a `kc.distillation.Distiller`: it
+    finds the model the plan was made for among the fitted model's layers.
+
     Args:
         plan: A `ChannelPruningPlan` for the model being trained (or one of
             the same architecture).
@@ -641,9 +645,27 @@ class GradualChannelPruning(keras.callbacks.Callback):
         progress = (step - self.begin_step) / (self.end_step - self.begin_step)
         return float(min(1.0, max(0.0, 1.0 - progress)))
 
+    def _pruned_model(self):
+        """The model whose channels fade: the fitted one, or the one inside
+        it that the plan was made for (e.g. a `Distiller`'s student)."""
+        model = self.model
+        if model is self.plan.graph.model or rewrite.is_graph_model(model):
+            return model
+        for _, layer in rewrite.iter_layers(model, include_models=True):
+            if layer is self.plan.graph.model:
+                return layer
+        raise ValueError(
+            f"GradualChannelPruning: the plan was made for model "
+            f"'{self.plan.graph.model.name}', which '{model.name}' (a "
+            f"subclassed {type(model).__name__}) does not contain. Make "
+            "the plan from the Functional or Sequential model being "
+            "trained inside it, e.g. channel_plan(distiller.student, ...)."
+        )
+
     def on_train_begin(self, logs=None):
-        graph = _matching_graph(self.model, self.plan)
-        self._rows = _consumer_rows(self.model, graph, self.plan)
+        model = self._pruned_model()
+        graph = _matching_graph(model, self.plan)
+        self._rows = _consumer_rows(model, graph, self.plan)
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_compress import convert
+from keras_compress import distillation
 from keras_compress.pruning import structured
 from tests import helpers
 
@@ -529,6 +530,34 @@ def test_gradual_callback_fades_channels_out_before_the_rebuild():
     np.testing.assert_allclose(
         small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4
     )
+
+
+def test_gradual_callback_prunes_a_distillers_student():
+    teacher, x = _model_and_data("residual", n=32)
+    student, _ = _model_and_data("residual", n=32)
+    y = np.arange(32) % 4
+    plan = structured.channel_plan(student, 0.5)
+    distiller = distillation.Distiller(student, teacher)
+    distiller.compile(
+        optimizer="adam",
+        student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True
+        ),
+    )
+    callback = structured.GradualChannelPruning(plan, begin_step=0, end_step=4)
+    distiller.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[callback])
+    removed = np.setdiff1d(np.arange(8), plan.kept_channels("stem"))
+    kernel = student.get_layer("branch").kernel.numpy()
+    np.testing.assert_array_equal(kernel[..., removed, :], 0.0)
+    small = structured.apply_channel_plan(student, plan)
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), student.predict(x, verbose=0), atol=1e-4
+    )
+    # A plan for a model the Distiller does not contain: say what to do.
+    other_plan = structured.channel_plan(_model_and_data("residual")[0], 0.5)
+    callback = structured.GradualChannelPruning(other_plan, end_step=2)
+    with pytest.raises(ValueError, match="distiller.student"):
+        distiller.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
 
 
 def test_gradual_callback_bad_arguments():
