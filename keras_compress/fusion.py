@@ -59,7 +59,7 @@ def fold_batch_norms(model, *, return_report=False):
     """Returns a copy of `model` with BatchNorms folded into the layer before.
 
     A `BatchNormalization` is folded when its input is the output of a
-    Dense, Conv1D/2D, Conv1D/2DTranspose, DepthwiseConv2D or
+    Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D or
     SeparableConv1D/2D (into its pointwise kernel) that
 
     - has a linear activation (a BatchNorm after a ReLU is not an affine

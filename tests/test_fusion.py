@@ -20,6 +20,13 @@ FOLDABLE = {
     "depthwise": (lambda: L.DepthwiseConv2D(3, depth_multiplier=2), (7, 7, 3)),
     "separable": (lambda: L.SeparableConv2D(6, 3), (7, 7, 3)),
     "transpose": (lambda: L.Conv2DTranspose(6, 3, strides=2), (5, 5, 3)),
+    "transpose_1d": (lambda: L.Conv1DTranspose(6, 3, strides=2), (5, 3)),
+    "transpose_3d": (lambda: L.Conv3DTranspose(6, 2, strides=2), (3, 3, 3, 2)),
+    "conv3d": (lambda: L.Conv3D(6, 2, use_bias=False), (4, 4, 4, 2)),
+    "depthwise_1d": (
+        lambda: L.DepthwiseConv1D(3, depth_multiplier=2),
+        (9, 3),
+    ),
     "dense": (lambda: L.Dense(6), (5,)),
     "dense_no_bias": (lambda: L.Dense(6, use_bias=False), (5,)),
 }

@@ -24,13 +24,18 @@ from keras import ops
 _FOLD_TARGETS = (
     (L.SeparableConv2D, "pointwise_kernel"),
     (L.SeparableConv1D, "pointwise_kernel"),
+    (L.DepthwiseConv1D, "kernel"),
     (L.DepthwiseConv2D, "kernel"),
-    (L.Conv2DTranspose, "kernel"),
     (L.Conv1DTranspose, "kernel"),
+    (L.Conv2DTranspose, "kernel"),
+    (L.Conv3DTranspose, "kernel"),
     (L.Conv1D, "kernel"),
     (L.Conv2D, "kernel"),
+    (L.Conv3D, "kernel"),
     (L.Dense, "kernel"),
 )
+_DEPTHWISE = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+_TRANSPOSED = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
 
 
 def folded_weight_name(layer):
@@ -94,13 +99,14 @@ def scale_kernel(layer, kernel, scale):
 
     - Dense `(in, out)`, Conv `(..., in, out)`, pointwise `(..., in, out)`:
       the last axis.
-    - DepthwiseConv2D `(h, w, in, multiplier)`: channel `i * multiplier + m`.
+    - DepthwiseConv1D/2D `(..., in, multiplier)`: channel
+      `i * multiplier + m`.
     - Conv*Transpose `(..., out, in)`: the second to last axis.
     """
-    if isinstance(layer, L.DepthwiseConv2D):
+    if isinstance(layer, _DEPTHWISE):
         channels, multiplier = kernel.shape[-2], kernel.shape[-1]
         return kernel * ops.reshape(scale, (channels, multiplier))
-    if isinstance(layer, (L.Conv2DTranspose, L.Conv1DTranspose)):
+    if isinstance(layer, _TRANSPOSED):
         return kernel * ops.expand_dims(scale, -1)
     return kernel * scale
 
@@ -119,8 +125,9 @@ def fold_batch_norm(layer, batch_norm):
     (with a bias, even if `layer` had none).
 
     Args:
-        layer: A built Dense, Conv1D/2D, Conv*Transpose, DepthwiseConv2D or
-            SeparableConv1D/2D layer with a linear activation.
+        layer: A built Dense, Conv1D/2D/3D, Conv*Transpose,
+            DepthwiseConv1D/2D or SeparableConv1D/2D layer with a linear
+            activation.
         batch_norm: The built BatchNormalization that follows it.
 
     Returns:
