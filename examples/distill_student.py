@@ -65,7 +65,10 @@ def main():
             pruning_schedule=kc.pruning.ConstantSparsity(0.5, 0, frequency=50),
         )
         callbacks.append(kc.pruning.UpdatePruningStep())
-    distiller = distillation.Distiller(student=student, teacher=teacher)
+    # The teacher is frozen: compute its outputs once, not in every step.
+    distiller = distillation.Distiller(
+        student=student, teacher=teacher, cache_teacher_outputs=True
+    )
     distiller.compile(
         optimizer="adam",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
