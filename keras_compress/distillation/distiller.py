@@ -52,12 +52,22 @@ _CACHE_KEY = "_kc_teacher_outputs"
 _MAX_CACHE_BYTES = 4 * 2**30
 
 
-def _split_teacher_cache(y):
-    """`(labels, cached teacher outputs or None)` from a batch's `y`."""
-    if isinstance(y, dict) and _CACHE_KEY in y:
-        cache = y[_CACHE_KEY]
-        return cache.get("labels"), cache
-    return y, None
+def _is_cached(value):
+    return isinstance(value, dict) and _CACHE_KEY in value
+
+
+def _split_teacher_cache(y, sample_weight=None):
+    """`(labels, sample weights, cached teacher outputs or None)` of a batch.
+
+    Keras gives a nested `y` a matching nest of sample weights (the same
+    array at every leaf): any one leaf is the per-sample weight.
+    """
+    if not _is_cached(y):
+        return y, sample_weight, None
+    if _is_cached(sample_weight):
+        sample_weight = sample_weight[_CACHE_KEY]["logits"]
+    cache = y[_CACHE_KEY]
+    return cache.get("labels"), sample_weight, cache
 
 
 def _check_model(model, argument):
@@ -556,7 +566,7 @@ class Distiller(keras.Model):
                 "evaluation: call distiller.compile(optimizer, metrics, "
                 "student_loss_fn, ...)."
             )
-        y, cached = _split_teacher_cache(y)
+        y, sample_weight, cached = _split_teacher_cache(y, sample_weight)
         if y_pred is None:
             y_pred = self(x, training=training)
         student_features = self._student_features(x, y_pred, training)
@@ -628,7 +638,7 @@ class Distiller(keras.Model):
         return total
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        y, _ = _split_teacher_cache(y)
+        y, sample_weight, _ = _split_teacher_cache(y, sample_weight)
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def fit(self, x=None, y=None, *args, **kwargs):
@@ -646,10 +656,13 @@ class Distiller(keras.Model):
                     "`class_weight`. Pass the weights per sample instead: "
                     "sample_weight=np.array([class_weight[c] for c in y])."
                 )
-            y = self._attach_teacher_cache(x, y)
+            # The teacher runs at the training batch size: what fits in
+            # memory for training fits for its forward pass.
+            batch_size = kwargs.get("batch_size", args[0] if args else None)
+            y = self._attach_teacher_cache(x, y, batch_size)
         return super().fit(x, y, *args, **kwargs)
 
-    def _attach_teacher_cache(self, x, y):
+    def _attach_teacher_cache(self, x, y, batch_size=None):
         """`y` with the teacher's outputs on `x` attached, sample by sample.
 
         Keras slices, shuffles and splits (`validation_split`) the nested
@@ -681,12 +694,12 @@ class Distiller(keras.Model):
         if needed > _MAX_CACHE_BYTES:
             raise ValueError(
                 f"Caching the teacher's outputs for {num_samples} samples "
-                f"needs {needed / 2**30:.1f} GiB ({floats} values per "
-                "sample: its logits and the feature layers of the "
+                f"needs at least {needed / 2**30:.1f} GiB ({floats} values "
+                "per sample: its logits and the feature layers of the "
                 "FeatureDistillation terms). Distill from smaller feature "
                 "layers, or use cache_teacher_outputs=False."
             )
-        outputs = model.predict(x, batch_size=256, verbose=0)
+        outputs = model.predict(x, batch_size=batch_size, verbose=0)
         if extractor is not None:
             logits, features = outputs["output"], list(outputs["features"])
         else:

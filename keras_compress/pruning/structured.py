@@ -649,11 +649,15 @@ class GradualChannelPruning(keras.callbacks.Callback):
         """The model whose channels fade: the fitted one, or the one inside
         it that the plan was made for (e.g. a `Distiller`'s student)."""
         model = self.model
-        if model is self.plan.graph.model or rewrite.is_graph_model(model):
+        if model is self.plan.graph.model:
             return model
         for _, layer in rewrite.iter_layers(model, include_models=True):
             if layer is self.plan.graph.model:
                 return layer
+        if rewrite.is_graph_model(model):
+            # A plan made for another model of the same architecture;
+            # `_matching_graph` checks that it fits.
+            return model
         raise ValueError(
             f"GradualChannelPruning: the plan was made for model "
             f"'{self.plan.graph.model.name}', which '{model.name}' (a "

@@ -285,6 +285,21 @@ def test_cached_teacher_outputs_train_like_live_ones():
     assert cached_history["acc"] == live_history["acc"]
 
 
+def test_cached_teacher_outputs_with_sample_weights():
+    keras.utils.set_random_seed(0)
+    x, y = common.data(n=64)
+    weights = np.random.default_rng(3).uniform(0.0, 2.0, size=len(x))
+    kwargs = dict(epochs=1, sample_weight=weights, validation_split=0.25)
+    live_history, live_weights = _cached_run(False, x, y, **kwargs)
+    cached_history, cached_weights = _cached_run(True, x, y, **kwargs)
+    for key in ("loss", "student_loss", "val_loss", "acc", "val_acc"):
+        np.testing.assert_allclose(
+            cached_history[key], live_history[key], rtol=1e-4, err_msg=key
+        )
+    for live, cached in zip(live_weights, cached_weights):
+        np.testing.assert_allclose(cached, live, atol=1e-5)
+
+
 def test_cached_teacher_runs_once_over_the_data():
     teacher = CountingTeacher()
     teacher(np.zeros((1, *common.INPUT_SHAPE), "float32"))
@@ -298,14 +313,15 @@ def test_cached_teacher_runs_once_over_the_data():
     x, y = common.data(n=64)
     teacher.calls = 0
     distiller.fit(x, y, batch_size=16, epochs=3, verbose=0)
-    # A one-sample size probe and one predict() batch; none per step.
-    assert teacher.calls == 2
+    # A one-sample size probe, then predict() at the training batch size
+    # (4 batches of 16); none per step.
+    assert teacher.calls == 1 + 4
     # A validation split is cut from the cached arrays too ...
     teacher.calls = 0
     distiller.fit(
         x, y, batch_size=16, epochs=1, validation_split=0.25, verbose=0
     )
-    assert teacher.calls == 2
+    assert teacher.calls == 1 + 4
     # ... separate validation data is not cached: one batch, one pass.
     teacher.calls = 0
     distiller.fit(
@@ -316,7 +332,7 @@ def test_cached_teacher_runs_once_over_the_data():
         validation_data=(x[:16], y[:16]),
         verbose=0,
     )
-    assert teacher.calls == 2 + 1
+    assert teacher.calls == 1 + 4 + 1
 
 
 def test_cached_teacher_outputs_without_labels():
