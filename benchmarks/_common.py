@@ -69,6 +69,13 @@ _ARGUMENTS = {
         {"metavar": "DIR"},
         "save every LiteRT file to this folder",
     ),
+    "validation": (
+        "--validation",
+        {"action": "store_true"},
+        "train on the first 50,000 training images and measure on the last "
+        "10,000 instead of the test set (for choosing the options; see "
+        "hold_out)",
+    ),
 }
 
 

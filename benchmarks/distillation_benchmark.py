@@ -274,12 +274,7 @@ def main(argv=None):
         help="alpha of the feature-hint variant (default 1: labels and hint, "
         "no logit term)",
     )
-    parser.add_argument(
-        "--validation",
-        action="store_true",
-        help="train on the first 50,000 training images and measure on the "
-        "last 10,000 instead of the test set (for choosing the options)",
-    )
+    _common.add_arguments(parser, "validation")
     parser.add_argument(
         "--temperature",
         type=float,

@@ -364,12 +364,7 @@ def main(argv=None):
         help="fine-tune the channel-pruned model with kc.distillation."
         "Distiller from the unpruned baseline (alpha 0.1, T 3)",
     )
-    parser.add_argument(
-        "--validation",
-        action="store_true",
-        help="train on the first 50,000 training images and measure on the "
-        "last 10,000 instead of the test set (for choosing the options)",
-    )
+    _common.add_arguments(parser, "validation")
     parser.set_defaults(seeds=[0])
     args = parser.parse_args(argv)
     bench = _common.BenchmarkRun(_common.PACKAGES)
