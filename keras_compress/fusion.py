@@ -110,11 +110,7 @@ def fold_batch_norms(model, *, return_report=False):
     blob = kc.convert.to_tflite(folded)
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`model` must be a keras.Model, got "
-            f"{type(model).__name__}: {model!r}."
-        )
+    rewrite.check_is_model(model)
     if not rewrite.is_graph_model(model):
         raise ValueError(
             f"fold_batch_norms() needs a Sequential or Functional model; "

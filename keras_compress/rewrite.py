@@ -109,6 +109,32 @@ class CallThroughWrapper:
         return self.wrapper.call(inputs, *args, training=training, **kwargs)
 
 
+class OwningModelConfig:
+    """Mixin: `from_config` of a model that owns the user's model.
+
+    `PrunedModel`, `ClusteredModel` and `QuantizedModel` keep the user's
+    model under `"model"` in their config and their own constructor
+    arguments beside it.
+    """
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+
+def check_is_model(model, argument="model"):
+    """Raises a TypeError unless `model` is a `keras.Model`."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`{argument}` must be a keras.Model, got "
+            f"{type(model).__name__}: {model!r}."
+        )
+
+
 class WrappedLayerBuildConfig:
     """Mixin for a `keras.layers.Wrapper` whose `build` needs a built layer.
 

@@ -19,7 +19,7 @@ _PACKAGE = "keras_compress"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ClusteredModel(keras.Model):
+class ClusteredModel(rewrite.OwningModelConfig, keras.Model):
     """A model that clusters chosen layers of an inner (subclassed) model.
 
     Created by `cluster_weights` for subclassed models; `strip_clustering`
@@ -72,11 +72,3 @@ class ClusteredModel(keras.Model):
             "model": keras.saving.serialize_keras_object(self.model),
             "clustered_layers": [dict(e) for e in self.clustered_layers],
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)

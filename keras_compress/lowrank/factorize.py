@@ -199,11 +199,7 @@ def factorize(
     small.fit(x_train, y_train, epochs=2)
     ```
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            "`model` must be a keras.Model, got "
-            f"{type(model).__name__}: {model!r}."
-        )
+    rewrite.check_is_model(model)
     if not rewrite.is_graph_model(model):
         raise ValueError(
             f"factorize() needs a Sequential or Functional model; "

@@ -19,7 +19,7 @@ _PACKAGE = "keras_compress"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PrunedModel(keras.Model):
+class PrunedModel(rewrite.OwningModelConfig, keras.Model):
     """A model that prunes chosen layers of an inner (subclassed) model.
 
     Created by `prune_low_magnitude` for subclassed models; `call` runs the
@@ -95,11 +95,3 @@ class PrunedModel(keras.Model):
             "model": keras.saving.serialize_keras_object(self.model),
             "pruned_layers": entries,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)

@@ -27,7 +27,7 @@ _PACKAGE = "keras_compress"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizedModel(keras.Model):
+class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
     """A model that quantizes chosen layers of an inner (subclassed) model.
 
     Created by `quantize_model` for subclassed models. Its input is
@@ -134,11 +134,3 @@ class QuantizedModel(keras.Model):
             "scheme": keras.saving.serialize_keras_object(self.scheme),
             "quantize_inputs": self.quantize_inputs,
         }
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)
