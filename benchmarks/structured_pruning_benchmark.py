@@ -112,11 +112,16 @@ MODELS = (
 )
 
 
+def _steps(cfg, stage, num_train):
+    """Optimizer steps of `stage`'s training."""
+    return -(-num_train // cfg["batch_size"]) * cfg[f"{stage}_epochs"]
+
+
 def _learning_rate(cfg, stage, num_train):
     """Adam's rate for `stage`: constant, or cosine-decayed to 0."""
     rate = cfg[f"{stage}_lr"]
     if cfg.get(f"{stage}_schedule", "constant") == "cosine":
-        steps = -(-num_train // cfg["batch_size"]) * cfg[f"{stage}_epochs"]
+        steps = _steps(cfg, stage, num_train)
         rate = keras.optimizers.schedules.CosineDecay(rate, steps)
     return rate
 
@@ -175,7 +180,7 @@ def _gradual(cfg, seed, data, build, weights):
     plan = kc.pruning.channel_plan(
         model, cfg["ratio"], criterion=cfg["criterion"]
     )
-    steps = -(-len(x_train) // cfg["batch_size"]) * cfg["finetune_epochs"]
+    steps = _steps(cfg, "pruned", len(x_train))
     callback = kc.pruning.GradualChannelPruning(
         plan,
         begin_step=0,
@@ -191,7 +196,7 @@ def _gradual(cfg, seed, data, build, weights):
         x_train,
         y_train,
         cfg["batch_size"],
-        cfg["finetune_epochs"],
+        cfg["pruned_epochs"],
         callbacks=[callback],
     )
     small = kc.pruning.apply_channel_plan(model, plan)
