@@ -21,13 +21,13 @@ import dataclasses
 import inspect
 
 import keras
-from keras.src.backend.common import global_state
-from keras.src.models.functional import Functional
+
+from keras_compress.core import keras_private
 
 
 def is_graph_model(model):
     """True for Sequential and Functional models (whose graph is known)."""
-    return isinstance(model, (keras.Sequential, Functional))
+    return isinstance(model, (keras.Sequential, keras_private.Functional))
 
 
 def check_built(model, argument="model"):
@@ -58,12 +58,12 @@ def iter_layers(model, include_models=False):
     seen = set()
 
     def walk(layer, prefix):
-        for child in layer._layers:
+        for child in keras_private.child_layers(layer):
             if id(child) in seen or isinstance(child, keras.layers.InputLayer):
                 continue
             seen.add(id(child))
             path = f"{prefix}{child.name}"
-            is_container = bool(child._layers)
+            is_container = bool(keras_private.child_layers(child))
             if not is_container or include_models:
                 yield path, child
             if is_container:
@@ -77,53 +77,14 @@ def leaf_layers(model):
 
     Unlike `iter_layers`, composite layers such as MultiHeadAttention or
     RNN are kept whole (they are the units a technique wraps). The order is
-    that of `model._flatten_layers()`, which is the same for two instances
+    that of Keras's layer tracking, which is the same for two instances
     of the same subclassed model built the same way.
     """
     return [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in keras_private.flatten_layers(model, include_self=False)
         if not isinstance(layer, (keras.Model, keras.layers.InputLayer))
     ]
-
-
-class CallThroughWrapper:
-    """A layer's replacement `call` that runs it through a wrapper.
-
-    Owning models of subclassed models (`QuantizedModel`, `ClusteredModel`)
-    set it as the `call` of a layer of the user's model, whose own `call()`
-    keeps calling that layer: the wrapper's computation then happens in
-    place without changing the user's code.
-    """
-
-    def __init__(self, wrapper):
-        self.wrapper = wrapper
-
-    def __call__(self, inputs, *args, training=None, **kwargs):
-        if training is None:
-            # The layer's own signature may have no `training` argument;
-            # Keras keeps the value of the outermost call in its context.
-            context = global_state.get_global_attribute("current_call_ctx")
-            if context is not None:
-                training = context.get_value("training")
-        return self.wrapper.call(inputs, *args, training=training, **kwargs)
-
-
-class OwningModelConfig:
-    """Mixin: `from_config` of a model that owns the user's model.
-
-    `PrunedModel`, `ClusteredModel` and `QuantizedModel` keep the user's
-    model under `"model"` in their config and their own constructor
-    arguments beside it.
-    """
-
-    @classmethod
-    def from_config(cls, config, custom_objects=None):
-        config = dict(config)
-        model = keras.saving.deserialize_keras_object(
-            config.pop("model"), custom_objects=custom_objects
-        )
-        return cls(model, **config)
 
 
 def check_is_model(model, argument="model"):
@@ -133,27 +94,6 @@ def check_is_model(model, argument="model"):
             f"`{argument}` must be a keras.Model, got "
             f"{type(model).__name__}: {model!r}."
         )
-
-
-class WrappedLayerBuildConfig:
-    """Mixin for a `keras.layers.Wrapper` whose `build` needs a built layer.
-
-    The wrapper's build config carries the wrapped layer's, so that loading
-    a `.keras` file builds the layer (creating its variables) before the
-    wrapper's own `build` reads them.
-    """
-
-    def get_build_config(self):
-        config = super().get_build_config() or {}
-        layer_config = self.layer.get_build_config()
-        if layer_config:
-            config["layer"] = layer_config
-        return config or None
-
-    def build_from_config(self, config):
-        if "layer" in config and not self.layer.built:
-            self.layer.build_from_config(config["layer"])
-        self.build(config.get("input_shape"))
 
 
 def layer_selector(choice, all_layers, argument, default, check_named):
@@ -345,7 +285,7 @@ def graph_calls(model):
         ValueError: For a Sequential model built without a known input
             shape (it has no graph).
     """
-    graph = model._functional if isinstance(model, keras.Sequential) else model
+    graph = keras_private.functional_graph(model)
     if graph is None:
         raise ValueError(
             f"Sequential model '{model.name}' has no graph (it was built "
@@ -354,8 +294,10 @@ def graph_calls(model):
         )
     nodes = tuple(
         node
-        for depth in sorted(graph._nodes_by_depth, reverse=True)
-        for node in graph._nodes_by_depth[depth]
+        for depth, depth_nodes in sorted(
+            keras_private.nodes_by_depth(graph).items(), reverse=True
+        )
+        for node in depth_nodes
         if node.operation is not None and not node.is_input
     )
     uses = collections.Counter(id(node.operation) for node in nodes)

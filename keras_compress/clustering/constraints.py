@@ -10,9 +10,10 @@ layer stays exactly zero, and the int8 file gets no more distinct values
 per channel than the float kernel had clusters.
 """
 
-import keras
 import numpy as np
 from keras import ops
+
+from keras_compress.core import constraints as constraints_lib
 
 # Reserved cluster id: weights that are exactly zero stay exactly zero.
 ZERO_CLUSTER = 0
@@ -34,11 +35,12 @@ def cluster_ids_from_values(values):
     return ids
 
 
-class ClusterConstraint(keras.constraints.Constraint):
+class ClusterConstraint(constraints_lib.WeightConstraint):
     """Sets each weight to the mean of its cluster after an optimizer step.
 
-    Installed on variables at build time, never serialized: the layer that
-    owns the id variable re-installs it when a saved model is loaded.
+    Installed on variables at build time with
+    `core.install_constraint`, never serialized: the layer that owns the id
+    variable re-installs it when a saved model is loaded.
 
     Args:
         cluster_ids: An int32 variable shaped like the weight (see
@@ -48,12 +50,10 @@ class ClusterConstraint(keras.constraints.Constraint):
     """
 
     def __init__(self, cluster_ids, base=None):
+        super().__init__(base)
         self.cluster_ids = cluster_ids
-        self.base = base
 
-    def __call__(self, weight):
-        if self.base is not None:
-            weight = self.base(weight)
+    def project(self, weight):
         shape = ops.shape(weight)
         flat = ops.reshape(weight, (-1,))
         ids = ops.reshape(ops.cast(self.cluster_ids, "int32"), (-1,))

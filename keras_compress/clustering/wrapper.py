@@ -27,14 +27,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_compress import rewrite
+from keras_compress import core
 from keras_compress.clustering import centroids as centroids_lib
-from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
 
 _PACKAGE = "keras_compress"
-# Attribute under which ClusteredModel keeps a layer's own `call`.
-ORIGINAL_CALL = "_keras_compress_clustering_original_call"
 
 
 def check_number_of_clusters(number_of_clusters):
@@ -130,7 +127,7 @@ def clustered_value(weight, centroids, mask=None):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class ClusterWeights(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
+class ClusterWeights(core.CompressionWrapper):
     """Trains a layer whose weights share `number_of_clusters` values.
 
     Usually created by `cluster_weights`; use it directly to cluster a
@@ -170,14 +167,9 @@ class ClusterWeights(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
         seed=0,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer) or isinstance(
-            layer, (keras.Model, ClusterWeights)
+        if isinstance(layer, keras.layers.Layer) and not registry.is_prunable(
+            layer
         ):
-            raise ValueError(
-                "ClusterWeights wraps a layer (not a model, not a clustered "
-                f"layer); received {layer!r} of type {type(layer).__name__}."
-            )
-        if not registry.is_prunable(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no "
                 "weights to cluster. Wrap Dense, EinsumDense, Conv*, "
@@ -186,27 +178,20 @@ class ClusterWeights(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
             )
         check_number_of_clusters(number_of_clusters)
         centroids_lib.check_init(cluster_centroids_init)
-        kwargs.setdefault("name", f"cluster_{layer.name}")
-        # Same policy as the layer: under mixed precision the wrapper's
-        # __call__ must cast inputs and variables as the layer's would.
-        kwargs.setdefault("dtype", layer.dtype_policy)
+        if isinstance(layer, keras.layers.Layer):
+            kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
         self.number_of_clusters = int(number_of_clusters)
         self.cluster_centroids_init = cluster_centroids_init
         self.preserve_sparsity = bool(preserve_sparsity)
         self.per_channel = bool(per_channel)
         self.seed = int(seed)
-        self.supports_masking = layer.supports_masking
         # Not tracked: these variables belong to the wrapped layer.
         object.__setattr__(self, "_clustered", [])
         self._centroids = []
         self._masks = []
 
-    def __call__(self, *args, **kwargs):
-        if not self.layer.built:
-            # Build from the real call (some layers take several inputs).
-            self.layer(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
+    technique = "clustering"
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -250,36 +235,23 @@ class ClusterWeights(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
                     trainable=False,
                 )
                 mask.assign((values != 0).astype(mask.dtype))
-                base = weight.constraint
-                if isinstance(base, pruner_lib.MaskConstraint):
-                    base = base.base  # re-built: do not stack
                 # The optimizer's step keeps the zeros at zero.
-                weight.constraint = pruner_lib.MaskConstraint(mask, base)
+                core.install_constraint(weight, core.MaskConstraint(mask))
                 masks.append(mask)
         object.__setattr__(self, "_clustered", weights)
         self._centroids = centroids
         self._masks = masks
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
-        layer = self.layer
         if mask is not None:
             kwargs["mask"] = mask
-        if layer._call_has_training_arg:
-            kwargs["training"] = training
-        mapping = list(zip(self._clustered, self.clustered_values()))
-        call = getattr(layer, ORIGINAL_CALL, None) or layer.call
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = call(inputs, *args, **kwargs)
-        # Keep state updates the layer makes in call() (e.g. a custom
-        # layer's counters); the scope only records them.
-        for variable in layer.non_trainable_variables:
-            value = scope.get_current_value(variable)
-            if value is not None:
-                variable.assign(value)
-        return outputs
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
+        values = {
+            id(weight): value
+            for weight, value in zip(self._clustered, self.clustered_values())
+        }
+        return self.call_layer(
+            inputs, args, kwargs, training=training, values=values
+        )
 
     def clustered_values(self):
         """The clustered value of each weight in `clustered_weights`."""

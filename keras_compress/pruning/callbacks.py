@@ -5,6 +5,7 @@ import os
 
 import keras
 
+from keras_compress.core import keras_private
 from keras_compress.pruning import masks as masks_lib
 from keras_compress.pruning import prune_api
 
@@ -18,7 +19,10 @@ class UpdatePruningStep(keras.callbacks.Callback):
     model trained inside another one (e.g. a `Distiller`'s student).
 
     Mask updates happen between batches, on the host, so they cost nothing
-    on the steps in between.
+    on the steps in between. On JAX, where a running `fit()` keeps the
+    variables in its train loop, the callback syncs with it only on the
+    steps that update masks and at the end of each epoch (when the masked
+    weights are zeroed in the variables again, before any checkpoint).
 
     Example:
 
@@ -43,6 +47,9 @@ class UpdatePruningStep(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
         self._pruners = []
+        # On JAX the variables are synced with the train loop only when
+        # masks change (`self.model` would sync on every access).
+        self._sync_lazily = keras.backend.backend() == "jax"
 
     def on_train_begin(self, logs=None):
         self._pruners = prune_api.get_pruners(self.model)
@@ -56,12 +63,31 @@ class UpdatePruningStep(keras.callbacks.Callback):
             pruner.on_train_begin()
 
     def on_train_batch_begin(self, batch, logs=None):
+        write = True
+        if self._sync_lazily:
+            write = any(p.next_step_updates_masks() for p in self._pruners)
+            if write:
+                keras_private.sync_jax_state(self._model)
         for pruner in self._pruners:
-            pruner.advance()
+            pruner.advance(write_step=write)
+        if self._sync_lazily and write:
+            keras_private.mark_jax_state_changed(self._model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._sync_lazily:
+            self._write_state()
 
     def on_train_end(self, logs=None):
+        if self._sync_lazily:
+            self._write_state()
         for pruner in self._pruners:
             pruner.on_train_end()
+
+    def _write_state(self):
+        keras_private.sync_jax_state(self._model)
+        for pruner in self._pruners:
+            pruner.write_state()
+        keras_private.mark_jax_state_changed(self._model)
 
 
 class PruningSummaries(keras.callbacks.Callback):

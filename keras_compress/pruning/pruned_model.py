@@ -3,95 +3,98 @@
 A subclassed model's forward pass is Python code, so its layers cannot be
 swapped for wrappers in a way that survives `.keras` save and load (loading
 re-runs the user's `__init__`, which creates the original layers). Pruning
-does not need to change the forward pass, though (see `pruner.py`): this
-model owns a copy of the user's model plus the masks and step of each
-pruned layer, records in its own config which layers those are, and
-re-creates the same state on load before the weights are restored.
+is done by the same `PruneLowMagnitude` wrappers, routed into the layers'
+own calls by `core.OwningModel`, which records in its config which layers
+those are and re-creates the same state on load before the weights are
+restored.
 """
 
 import keras
 
-from keras_compress import rewrite
-from keras_compress.pruning import pruner as pruner_lib
+from keras_compress import core
 from keras_compress.pruning import wrapper as wrapper_lib
 
 _PACKAGE = "keras_compress"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PrunedModel(rewrite.OwningModelConfig, keras.Model):
+class PrunedModel(core.OwningModel):
     """A model that prunes chosen layers of an inner (subclassed) model.
 
     Created by `prune_low_magnitude` for subclassed models; `call` runs the
-    inner model unchanged. `strip_pruning` returns a copy of the inner model.
+    inner model, each pruned layer through its `PruneLowMagnitude`
+    wrapper. `strip_pruning` returns a copy of the inner model.
 
     Args:
         model: The model to prune (owned, not copied: pass a copy).
         pruned_layers: A list of dicts, one per pruned layer, with
-            `"index"` (position in `model._flatten_layers()` leaf order, see
-            `rewrite.leaf_layers`), `"class_name"` (checked on load) and the
-            wrapper arguments `pruning_schedule`, `block_size`,
-            `block_pooling_type` and `sparsity_m_by_n`.
+            `"index"` (position in `rewrite.leaf_layers(model)`),
+            `"class_name"` (checked on load) and the wrapper arguments
+            `pruning_schedule`, `block_size`, `block_pooling_type` and
+            `sparsity_m_by_n`.
         **kwargs: Base model arguments (`name`, ...).
     """
 
+    entries_key = "pruned_layers"
+
     def __init__(self, model, pruned_layers, **kwargs):
         kwargs.setdefault("name", f"pruned_{model.name}")
-        super().__init__(**kwargs)
-        self.model = model
-        self.pruned_layers = [dict(entry) for entry in pruned_layers]
-        for entry in self.pruned_layers:
+        entries = []
+        for entry in pruned_layers:
+            entry = dict(entry)
             schedule = entry["pruning_schedule"]
             if isinstance(schedule, dict):
                 entry["pruning_schedule"] = (
                     keras.saving.deserialize_keras_object(schedule)
                 )
+            entry["block_size"] = tuple(entry.get("block_size", (1, 1)))
+            entry.setdefault("block_pooling_type", "AVG")
+            entry.setdefault("sparsity_m_by_n", None)
             wrapper_lib.check_pruning_params(
                 entry["pruning_schedule"],
-                tuple(entry.get("block_size", (1, 1))),
-                entry.get("block_pooling_type", "AVG"),
-                entry.get("sparsity_m_by_n"),
+                entry["block_size"],
+                entry["block_pooling_type"],
+                entry["sparsity_m_by_n"],
             )
-        self._pruners = []
+            entries.append(entry)
+        super().__init__(model, entries, **kwargs)
 
-    def build(self, input_shape):
-        layers = rewrite.recorded_leaf_layers(
-            self, self.model, self.pruned_layers, input_shape
-        )
-        for layer, entry in zip(layers, self.pruned_layers):
-            pruner = pruner_lib.LayerPruner(
-                layer,
-                entry["pruning_schedule"],
-                tuple(entry.get("block_size", (1, 1))),
-                entry.get("block_pooling_type", "AVG"),
-                entry.get("sparsity_m_by_n"),
-            )
-            pruner.create_variables(self)
-            self._pruners.append(pruner)
+    @property
+    def pruned_layers(self):
+        return self.entries
+
+    def attach(self, layer, entry, input_shape):
+        params = {
+            k: v for k, v in entry.items() if k not in ("index", "class_name")
+        }
+        wrapper = wrapper_lib.PruneLowMagnitude(layer, **params)
+        # Masks and steps stay this model's own variables, as in the files
+        # earlier releases wrote.
+        wrapper.build_state_on(self)
+        return wrapper
+
+    def track_wrappers(self, wrappers):
+        object.__setattr__(self, "wrappers", wrappers)
 
     def call(self, inputs, training=None):
         if training is True:
-            for pruner in self._pruners:
+            for pruner in self.get_pruners():
                 pruner.check_callback()
         return self.model(inputs, training=training)
 
     def get_pruners(self):
         """The `LayerPruner`s this model owns (for callbacks and reports)."""
-        return list(self._pruners)
+        return [wrapper.pruner for wrapper in self.wrappers]
 
-    def get_config(self):
+    def serialized_entries(self):
         entries = []
-        for entry in self.pruned_layers:
+        for entry in self.entries:
             entry = dict(entry)
             entry["pruning_schedule"] = keras.saving.serialize_keras_object(
                 entry["pruning_schedule"]
             )
-            entry["block_size"] = list(entry.get("block_size", (1, 1)))
+            entry["block_size"] = list(entry["block_size"])
             if entry.get("sparsity_m_by_n"):
                 entry["sparsity_m_by_n"] = list(entry["sparsity_m_by_n"])
             entries.append(entry)
-        return {
-            "name": self.name,
-            "model": keras.saving.serialize_keras_object(self.model),
-            "pruned_layers": entries,
-        }
+        return entries

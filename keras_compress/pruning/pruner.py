@@ -7,7 +7,10 @@ How pruned weights stay exactly zero, with no cost in the forward pass:
 2. After every optimizer step, Keras applies each variable's `constraint`;
    we install one that multiplies by the mask (composed with any constraint
    the user had), so whatever the optimizer's momentum does to a pruned
-   weight is undone inside the same train step.
+   weight is undone inside the same train step. On JAX, whose stateless
+   optimizer step cannot read the mask, the layer computes with
+   `weight * mask` instead and the variables are masked again whenever the
+   callback syncs with the host (see `keras_compress.core.constraints`).
 
 So the variables themselves are always sparse: the layer runs unchanged
 (no `kernel * mask` in `call`, nothing for XLA or `tf.distribute` to special
@@ -22,30 +25,9 @@ Both owners of this state, the `PruneLowMagnitude` wrapper and the
 import keras
 from keras import ops
 
+from keras_compress.core import constraints as constraints_lib
 from keras_compress.pruning import masks as masks_lib
 from keras_compress.pruning import registry
-
-
-class MaskConstraint(keras.constraints.Constraint):
-    """Multiplies a weight by its pruning mask after each optimizer step.
-
-    Installed on variables at build time, never serialized: the wrapper that
-    owns the mask re-installs it when a saved model is loaded.
-
-    Args:
-        mask: The 0/1 mask variable.
-        base: The constraint the variable had before (or None), applied
-            first.
-    """
-
-    def __init__(self, mask, base=None):
-        self.mask = mask
-        self.base = base
-
-    def __call__(self, weight):
-        if self.base is not None:
-            weight = self.base(weight)
-        return weight * ops.cast(self.mask, weight.dtype)
 
 
 class LayerPruner:
@@ -122,10 +104,9 @@ class LayerPruner:
             trainable=False,
         )
         for weight, mask in zip(self.weights, self.masks):
-            base = weight.constraint
-            if isinstance(base, MaskConstraint):  # re-built: do not stack
-                base = base.base
-            weight.constraint = MaskConstraint(mask, base)
+            constraints_lib.install_constraint(
+                weight, constraints_lib.MaskConstraint(mask)
+            )
 
     def _check_weight(self, weight):
         name = f"layer '{self.layer.name}', weight '{weight.name}'"
@@ -159,20 +140,41 @@ class LayerPruner:
     def on_train_end(self):
         self.callback_attached = False
 
-    def advance(self):
+    def _current_step(self):
+        if self._host_step is None:
+            self._host_step = int(ops.convert_to_numpy(self.step))
+        return self._host_step
+
+    def next_step_updates_masks(self):
+        """Whether the next `advance()` recomputes the masks."""
+        return self.schedule.should_update(self._current_step() + 1)
+
+    def advance(self, write_step=True):
         """Moves to the next step, updating masks if the schedule says so.
+
+        Args:
+            write_step: Also write the step to its variable. The callback
+                passes False on JAX between mask updates, where the
+                variables are not synced with the host (`write_state`
+                writes it later).
 
         Returns:
             The new step.
         """
-        if self._host_step is None:
-            self._host_step = int(ops.convert_to_numpy(self.step))
-        self._host_step += 1
+        self._host_step = self._current_step() + 1
         step = self._host_step
         if self.schedule.should_update(step):
             self.update_masks(self.schedule.sparsity_at(step))
-        self.step.assign(step)
+            write_step = True
+        if write_step:
+            self.step.assign(step)
         return step
+
+    def write_state(self):
+        """Writes the host step and masks the weights (after a JAX sync)."""
+        if self._host_step is not None:
+            self.step.assign(self._host_step)
+        self.apply_masks()
 
     def compute_mask(self, weight, sparsity):
         """The mask this pruner's settings give for `weight` at `sparsity`."""
@@ -186,13 +188,19 @@ class LayerPruner:
         return masks_lib.magnitude_mask(weight, sparsity)
 
     def update_masks(self, sparsity):
-        """Recomputes every mask at `sparsity` and zeros the pruned weights."""
+        """Recomputes every mask at `sparsity` and zeros the pruned weights.
+
+        Scores the masked weights: on JAX a pruned weight's variable may
+        have drifted since the last sync (see the module docstring), but
+        it was zero in every forward pass, as on the other backends.
+        """
         if not self.sparsity_m_by_n and sparsity <= 0.0:
             return
         for weight, mask in zip(self.weights, self.masks):
-            new_mask = self.compute_mask(weight.value, sparsity)
+            masked = weight.value * ops.cast(mask.value, weight.dtype)
+            new_mask = self.compute_mask(masked, sparsity)
             mask.assign(new_mask)
-            weight.assign(weight.value * new_mask)
+            weight.assign(masked * new_mask)
 
     def apply_masks(self):
         """Multiplies every weight by its mask (e.g. after a manual edit)."""

@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_compress import rewrite
+from keras_compress import core
 from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
 from keras_compress.pruning import schedules as schedules_lib
@@ -62,7 +62,7 @@ def check_pruning_params(
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class PruneLowMagnitude(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
+class PruneLowMagnitude(core.CompressionWrapper):
     """Prunes the weights of the wrapped layer by magnitude during training.
 
     The wrapper owns one 0/1 mask per prunable weight and a step counter.
@@ -112,12 +112,9 @@ class PruneLowMagnitude(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
             pruning_schedule = keras.saving.deserialize_keras_object(
                 pruning_schedule
             )
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "PruneLowMagnitude wraps a keras.layers.Layer; received "
-                f"{layer!r} of type {type(layer).__name__}."
-            )
-        if not registry.is_prunable(layer):
+        if isinstance(layer, keras.layers.Layer) and not registry.is_prunable(
+            layer
+        ):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no "
                 "prunable weights. Wrap Dense, EinsumDense, Conv*, "
@@ -137,7 +134,6 @@ class PruneLowMagnitude(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
         self.sparsity_m_by_n = (
             tuple(sparsity_m_by_n) if sparsity_m_by_n else None
         )
-        self.supports_masking = layer.supports_masking
         self.pruner = pruner_lib.LayerPruner(
             layer,
             pruning_schedule,
@@ -146,27 +142,27 @@ class PruneLowMagnitude(rewrite.WrappedLayerBuildConfig, keras.layers.Wrapper):
             self.sparsity_m_by_n,
         )
 
-    def __call__(self, *args, **kwargs):
-        if not self.layer.built:
-            # Build the wrapped layer from its real call arguments: some
-            # layers (MultiHeadAttention) take several inputs that a plain
-            # `build(input_shape)` cannot describe.
-            self.layer(*args, **kwargs)
-        return super().__call__(*args, **kwargs)
+    technique = "pruning"
 
     def build(self, input_shape=None):
         super().build(input_shape)
         self.pruner.create_variables(self)
+
+    def build_state_on(self, owner):
+        """Builds the wrapper with its masks and step kept on `owner`.
+
+        For `PrunedModel`, which has always saved them as its own
+        variables (so `.keras` files keep loading).
+        """
+        self.pruner.create_variables(owner)
+        self.built = True
 
     def call(self, inputs, *args, training=None, mask=None, **kwargs):
         if training is True:
             self.pruner.check_callback()
         if mask is not None:
             kwargs["mask"] = mask
-        return self.layer(inputs, *args, training=training, **kwargs)
-
-    def compute_mask(self, inputs, mask=None):
-        return self.layer.compute_mask(inputs, mask)
+        return self.call_layer(inputs, args, kwargs, training=training)
 
     @property
     def prunable_weights(self):

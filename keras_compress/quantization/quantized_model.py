@@ -18,7 +18,7 @@ to have them quantized.
 
 import keras
 
-from keras_compress import rewrite
+from keras_compress import core
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
 from keras_compress.quantization import schemes as schemes_lib
 from keras_compress.quantization import wrapper as wrapper_lib
@@ -27,7 +27,7 @@ _PACKAGE = "keras_compress"
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
+class QuantizedModel(core.OwningModel):
     """A model that quantizes chosen layers of an inner (subclassed) model.
 
     Created by `quantize_model` for subclassed models. Its input is
@@ -47,6 +47,8 @@ class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
         **kwargs: Base model arguments (`name`, ...).
     """
 
+    entries_key = "quantized_layers"
+
     def __init__(
         self,
         model,
@@ -56,12 +58,7 @@ class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
         **kwargs,
     ):
         kwargs.setdefault("name", f"quantized_{model.name}")
-        super().__init__(**kwargs)
-        if isinstance(scheme, dict):
-            scheme = keras.saving.deserialize_keras_object(scheme)
-        self.scheme = schemes_lib.get_scheme(scheme)
-        self.model = model
-        self.quantized_layers = []
+        entries = []
         for entry in quantized_layers:
             entry = dict(entry)
             config = entry["quantize_config"]
@@ -69,38 +66,27 @@ class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
                 entry["quantize_config"] = (
                     keras.saving.deserialize_keras_object(config)
                 )
-            self.quantized_layers.append(entry)
+            entries.append(entry)
+        super().__init__(model, entries, **kwargs)
+        if isinstance(scheme, dict):
+            scheme = keras.saving.deserialize_keras_object(scheme)
+        self.scheme = schemes_lib.get_scheme(scheme)
         self.quantize_inputs = bool(quantize_inputs)
         self.input_quantizer = None
         if self.quantize_inputs:
             self.input_quantizer = quantize_layer_lib.QuantizeLayer(
                 self.scheme.input_quantizer(), name="quantize_input"
             )
-        self.wrappers = []
 
-    def build(self, input_shape):
-        layers = rewrite.recorded_leaf_layers(
-            self, self.model, self.quantized_layers, input_shape
-        )
+    @property
+    def quantized_layers(self):
+        return self.entries
+
+    def build_inputs(self, input_shape):
         if self.input_quantizer is not None:
             self.input_quantizer.build(input_shape)
-        wrappers = [
-            self._quantize_layer(layer, entry)
-            for layer, entry in zip(layers, self.quantized_layers)
-        ]
-        self.wrappers = wrappers
 
-    def _quantize_layer(self, layer, entry):
-        build_config = dict(layer.get_build_config() or {})
-        shapes = build_config.get("shapes_dict") or {}
-        if "query_shape" in shapes:  # MultiHeadAttention: shaped like query
-            build_config["input_shape"] = shapes["query_shape"]
-        if "input_shape" not in build_config:
-            raise ValueError(
-                f"Layer '{layer.name}' of '{self.model.name}' was never "
-                "called, so its input shape is unknown; it cannot be "
-                "quantized."
-            )
+    def attach(self, layer, entry, input_shape):
         wrapper = wrapper_lib.QuantizeWrapper(
             layer,
             quantize_config=entry["quantize_config"],
@@ -108,10 +94,7 @@ class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
             preserve_clusters=entry.get("preserve_clusters", False),
             scheme=self.scheme,
         )
-        wrapper.build(build_config["input_shape"])
-        if not hasattr(layer, wrapper_lib.ORIGINAL_CALL):
-            object.__setattr__(layer, wrapper_lib.ORIGINAL_CALL, layer.call)
-        object.__setattr__(layer, "call", rewrite.CallThroughWrapper(wrapper))
+        wrapper.build(input_shape)
         return wrapper
 
     def call(self, inputs, training=None):
@@ -119,18 +102,19 @@ class QuantizedModel(rewrite.OwningModelConfig, keras.Model):
             inputs = self.input_quantizer(inputs, training=training)
         return self.model(inputs, training=training)
 
-    def get_config(self):
+    def serialized_entries(self):
         entries = []
-        for entry in self.quantized_layers:
+        for entry in self.entries:
             entry = dict(entry)
             entry["quantize_config"] = keras.saving.serialize_keras_object(
                 entry["quantize_config"]
             )
             entries.append(entry)
+        return entries
+
+    def get_config(self):
         return {
-            "name": self.name,
-            "model": keras.saving.serialize_keras_object(self.model),
-            "quantized_layers": entries,
+            **super().get_config(),
             "scheme": keras.saving.serialize_keras_object(self.scheme),
             "quantize_inputs": self.quantize_inputs,
         }

@@ -35,15 +35,14 @@ import keras
 from keras import layers as L
 from keras import ops
 
+from keras_compress import core
 from keras_compress.clustering import constraints as cluster_constraints
-from keras_compress.pruning import pruner as pruner_lib
+from keras_compress.core import keras_private
 from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import schemes as schemes_lib
 
 _PACKAGE = "keras_compress"
-# Attribute under which QuantizedModel keeps a layer's own `call`.
-ORIGINAL_CALL = "_keras_compress_original_call"
 
 # Built-in layers whose `activation` the wrapper takes over, so that it can
 # put a quantizer between the layer and a non-fusable activation.
@@ -76,7 +75,7 @@ def output_shape_of(layer, input_shape):
 def _pass_through_input(tensor, scheme):
     """The tensor a chain of pass-through layers started from."""
     while isinstance(tensor, keras.KerasTensor):
-        history = getattr(tensor, "_keras_history", None)
+        history = keras_private.producer_history(tensor)
         if history is None:
             return tensor
         layer = history.operation
@@ -84,7 +83,7 @@ def _pass_through_input(tensor, scheme):
             not scheme.is_pass_through(layer)
         ):
             return tensor
-        node = layer._inbound_nodes[history.node_index]
+        node = keras_private.inbound_node(layer, history.node_index)
         if len(node.input_tensors) != 1:
             return tensor
         tensor = node.input_tensors[0]
@@ -115,7 +114,7 @@ def _shared_concat_range(concat, inputs):
     sources = {}
     for tensor in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
         tensor = _pass_through_input(tensor, concat.scheme)
-        history = getattr(tensor, "_keras_history", None)
+        history = keras_private.producer_history(tensor)
         if history is None:
             continue
         layer = history.operation
@@ -217,7 +216,7 @@ def _is_linear(activation):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
-class QuantizeWrapper(keras.layers.Wrapper):
+class QuantizeWrapper(core.CompressionWrapper):
     """Trains a layer with fake-quantized weights, activation and output.
 
     Usually created by `quantize_model`; use it directly to quantize a
@@ -276,17 +275,11 @@ class QuantizeWrapper(keras.layers.Wrapper):
         preserve_clusters=False,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "QuantizeWrapper wraps a keras.layers.Layer; received "
-                f"{layer!r} of type {type(layer).__name__}."
-            )
-        if isinstance(layer, (QuantizeWrapper, keras.Model)):
-            raise ValueError(
-                f"QuantizeWrapper cannot wrap '{layer.name}' "
-                f"({type(layer).__name__}): wrap the layers of a model, or "
-                "use quantize_model() on it."
-            )
+        if not isinstance(layer, keras.layers.Layer) or isinstance(
+            layer, (core.CompressionWrapper, keras.Model)
+        ):
+            # The base class says why.
+            super().__init__(layer, **kwargs)
         self.scheme = schemes_lib.get_scheme(
             keras.saving.deserialize_keras_object(scheme)
             if isinstance(scheme, dict)
@@ -335,6 +328,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
             activation = own_activation
             layer.activation = keras.activations.linear
         kwargs.setdefault("name", f"quant_{layer.name}")
+        # The global policy, not the layer's: the wrapper computes the
+        # quantized path in float32 itself.
+        kwargs.setdefault("dtype", None)
         super().__init__(layer, **kwargs)
         self.quantize_config = quantize_config
         self.batch_norm = batch_norm
@@ -342,7 +338,6 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self.quantize_output = bool(quantize_output)
         self.preserve_sparsity = bool(preserve_sparsity)
         self.preserve_clusters = bool(preserve_clusters)
-        self.supports_masking = layer.supports_masking
         object.__setattr__(self, "_weight_specs", [])
         self._output_specs = []
         self._pre_activation_spec = None
@@ -351,6 +346,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
         self._masks = []
         self._cluster_ids = []
         self._range_source = None
+
+    technique = "quantization"
 
     def __call__(self, *args, **kwargs):
         if (
@@ -447,11 +444,8 @@ class QuantizeWrapper(keras.layers.Wrapper):
                     initializer="ones",
                     trainable=False,
                 )
-                base = variable.constraint
-                if isinstance(base, pruner_lib.MaskConstraint):
-                    base = base.base  # re-built: do not stack
                 # The optimizer's step keeps pruned weights at zero.
-                variable.constraint = pruner_lib.MaskConstraint(mask, base)
+                core.install_constraint(variable, core.MaskConstraint(mask))
                 self._masks.append(mask)
 
         self._cluster_ids = []
@@ -464,12 +458,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
                     initializer="zeros",
                     trainable=False,
                 )
-                base = variable.constraint
-                if isinstance(base, cluster_constraints.ClusterConstraint):
-                    base = base.base  # re-built: do not stack
                 # After the optimizer's step, one value per cluster again.
-                variable.constraint = cluster_constraints.ClusterConstraint(
-                    ids, base
+                core.install_constraint(
+                    variable, cluster_constraints.ClusterConstraint(ids)
                 )
                 self._cluster_ids.append(ids)
 
@@ -578,7 +569,10 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     def _prepare(self, variable, folded, scale):
         """The float32 value of a weight before quantization."""
-        weight = ops.cast(ops.convert_to_tensor(variable), "float32")
+        projected = core.constraints.forward_value(variable)
+        if projected is None:
+            projected = ops.convert_to_tensor(variable)
+        weight = ops.cast(projected, "float32")
         if variable is folded:
             weight = folding.scale_kernel(self.layer, weight, scale)
         if _is_conv1d(self.layer) and variable is self.layer.kernel:
@@ -588,30 +582,9 @@ class QuantizeWrapper(keras.layers.Wrapper):
 
     def _stateless_call(self, inputs, args, values, training, kwargs):
         """Runs the layer's own code with `values` for some variables."""
-        layer = self.layer
-        if layer._call_has_training_arg:
-            kwargs["training"] = training
-        # A layer inside a QuantizedModel has its `call` replaced by one that
-        # leads here: run the code it had.
-        call = getattr(layer, ORIGINAL_CALL, None)
-        if not values:
-            return (
-                layer(inputs, *args, **kwargs)
-                if call is None
-                else call(inputs, *args, **kwargs)
-            )
-        mapping = [
-            (v, values[id(v)]) for v in layer.variables if id(v) in values
-        ]
-        with keras.StatelessScope(state_mapping=mapping) as scope:
-            outputs = (call or layer.call)(inputs, *args, **kwargs)
-        # Keep state updates a custom layer makes in call().
-        for variable in layer.non_trainable_variables:
-            if id(variable) not in values:
-                value = scope.get_current_value(variable)
-                if value is not None:
-                    variable.assign(value)
-        return outputs
+        return self.call_layer(
+            inputs, args, kwargs, training=training, values=values
+        )
 
     def _weight(self, values, variable):
         value = values.get(id(variable))

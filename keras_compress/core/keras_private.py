@@ -1,0 +1,97 @@
+"""Every use of private Keras API in keras_compress, in one small module.
+
+Keras 3 has no public way to walk a Functional graph node by node, to find
+the layer that produced a symbolic tensor, to list a layer's direct
+sub-layers, or to sync a JAX model's state from inside a callback. The
+techniques need all four. Keeping them here means a Keras upgrade that
+moves one of them breaks one file, and the tests of this file say which.
+"""
+
+import keras
+from keras.src.backend.common import global_state
+from keras.src.models.functional import Functional
+
+__all__ = [
+    "Functional",
+    "call_has_training_arg",
+    "child_layers",
+    "current_training",
+    "flatten_layers",
+    "functional_graph",
+    "inbound_node",
+    "nodes_by_depth",
+    "producer",
+    "producer_history",
+    "sync_jax_state",
+    "mark_jax_state_changed",
+]
+
+
+def current_training():
+    """The `training` value of the outermost Keras call in progress."""
+    context = global_state.get_global_attribute("current_call_ctx")
+    return None if context is None else context.get_value("training")
+
+
+def call_has_training_arg(layer):
+    """Whether `layer.call` takes a `training` argument."""
+    return layer._call_has_training_arg
+
+
+def child_layers(layer):
+    """The direct sub-layers of `layer`, in tracking order."""
+    return list(layer._layers)
+
+
+def flatten_layers(layer, include_self=True):
+    """`layer` and all layers inside it, depth first, each once."""
+    return list(layer._flatten_layers(include_self=include_self))
+
+
+def functional_graph(model):
+    """The Functional graph of a Sequential or Functional model, or None."""
+    if isinstance(model, keras.Sequential):
+        return model._functional
+    return model if isinstance(model, Functional) else None
+
+
+def nodes_by_depth(graph):
+    """`{depth: [node, ...]}` of a Functional graph."""
+    return graph._nodes_by_depth
+
+
+def producer_history(tensor):
+    """The `(operation, node_index, tensor_index)` of a symbolic tensor."""
+    return getattr(tensor, "_keras_history", None)
+
+
+def producer(tensor):
+    """The layer whose output the symbolic `tensor` is, or None."""
+    history = producer_history(tensor)
+    return None if history is None else history.operation
+
+
+def inbound_node(layer, index):
+    """The `index`-th call node of `layer` in the graphs it is used in."""
+    return layer._inbound_nodes[index]
+
+
+def sync_jax_state(model):
+    """On JAX, writes the state of a running `fit()` back to the variables.
+
+    During `fit()` on JAX, Keras keeps the variable values in the train
+    loop and leaves the `keras.Variable`s empty; a callback that reads or
+    changes them must sync first. No-op on other backends.
+    """
+    if keras.backend.backend() == "jax" and hasattr(model, "jax_state_sync"):
+        model.jax_state_sync()
+
+
+def mark_jax_state_changed(model):
+    """Tells a running JAX `fit()` to read the variables again.
+
+    `jax_state_sync()` already sets this flag; set it again after changing
+    variables, in case a Keras version resets it on sync.
+    """
+    if keras.backend.backend() == "jax":
+        model._jax_state_synced = True

@@ -1,0 +1,142 @@
+"""`OwningModel`: a technique applied to a subclassed model.
+
+A subclassed model's forward pass is Python code that uses the layers its
+`__init__` created, and loading a `.keras` file runs that `__init__` again,
+so its layers cannot be swapped for wrappers. Instead an owning model owns
+(a copy of) the user's model and, for each layer to compress, a wrapper
+around that layer; it routes the layer's own `call` through the wrapper
+(`core.stateless.route_call`), and records in its config which layers
+those are (by position, see `rewrite.recorded_leaf_layers`), so that
+loading re-creates the same state before the weights are restored.
+
+`PrunedModel`, `ClusteredModel` and `QuantizedModel` are thin subclasses:
+they name their entries' config key and say how to wrap one layer.
+"""
+
+import keras
+
+from keras_compress import rewrite
+from keras_compress.core import stateless
+
+
+class OwningModel(keras.Model):
+    """Base class of the models that compress layers of an inner model.
+
+    Subclasses set `entries_key` (the constructor argument and config key
+    that list the layers) and implement `attach(layer, entry)`.
+
+    Args:
+        model: The inner model (owned, not copied: pass a copy).
+        entries: One dict per compressed layer: `"index"` (position in
+            `rewrite.leaf_layers(model)`), `"class_name"` (checked on
+            load), and the technique's settings.
+        **kwargs: Base model arguments (`name`, ...).
+    """
+
+    entries_key = None
+
+    def __init__(self, model, entries, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+        self.entries = [dict(entry) for entry in entries]
+        self.track_wrappers([])
+
+    def build(self, input_shape):
+        layers = rewrite.recorded_leaf_layers(
+            self, self.model, self.entries, input_shape
+        )
+        self.build_inputs(input_shape)
+        shapes = _call_input_shapes(self.model, layers, input_shape)
+        wrappers = []
+        for layer, entry, shape in zip(layers, self.entries, shapes):
+            wrapper = self.attach(layer, entry, shape)
+            stateless.route_call(layer, wrapper)
+            wrappers.append(wrapper)
+        self.track_wrappers(wrappers)
+
+    def track_wrappers(self, wrappers):
+        """Keeps the wrappers (tracked: their variables are saved)."""
+        self.wrappers = wrappers
+
+    def build_inputs(self, input_shape):
+        """Builds what the model adds before the inner model (if anything)."""
+
+    def attach(self, layer, entry, input_shape):
+        """Returns a built wrapper of `layer` for one of `entries`.
+
+        Args:
+            layer: The inner model's layer.
+            entry: Its entry.
+            input_shape: The shape of the layer's first call argument in
+                the inner model's forward pass (batch size None; a list of
+                shapes for a layer called on a list).
+        """
+        raise NotImplementedError
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    def serialized_entries(self):
+        """`entries`, with their Keras objects serialized (for the config)."""
+        return [dict(entry) for entry in self.entries]
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.model),
+            self.entries_key: self.serialized_entries(),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        return cls(model, **config)
+
+
+class _InputShapeRecorder:
+    """A layer's `call` that records the shape of its first argument."""
+
+    def __init__(self, call):
+        self.call = call
+        self.shape = None
+
+    def __call__(self, inputs, *args, **kwargs):
+        if self.shape is None:
+            self.shape = keras.tree.map_structure(
+                lambda t: (None,) + tuple(t.shape)[1:], inputs
+            )
+        return self.call(inputs, *args, **kwargs)
+
+
+def _call_input_shapes(model, layers, input_shape):
+    """The input shape of each of `layers` in `model`'s forward pass.
+
+    Found by running `model` on symbolic inputs with each layer's `call`
+    recording what it gets: a layer's build config does not always hold
+    it (weightless layers such as GlobalAveragePooling2D record none).
+    """
+    recorders = []
+    for layer in layers:
+        recorder = _InputShapeRecorder(stateless.original_call(layer))
+        object.__setattr__(layer, "call", recorder)
+        recorders.append(recorder)
+    try:
+        specs = keras.tree.map_shape_structure(
+            lambda shape: keras.KerasTensor(shape), input_shape
+        )
+        model.compute_output_spec(specs)
+    finally:
+        for layer, recorder in zip(layers, recorders):
+            object.__setattr__(layer, "call", recorder.call)
+    for layer, recorder in zip(layers, recorders):
+        if recorder.shape is None:
+            raise ValueError(
+                f"Layer '{layer.name}' ({type(layer).__name__}) of "
+                f"'{model.name}' is not called in its forward pass, so it "
+                "cannot be compressed. Leave it out of the layers to "
+                "compress."
+            )
+    return [recorder.shape for recorder in recorders]
