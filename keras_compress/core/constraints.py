@@ -20,7 +20,6 @@ Where it runs:
 
 import keras
 
-
 # The variable attribute that holds its `WeightConstraint` on every
 # backend (on JAX it is not the variable's `constraint`).
 _ATTRIBUTE = "_keras_compress_projection"

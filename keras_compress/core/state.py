@@ -49,8 +49,10 @@ def compression_state(layer):
     Returns:
         A `CompressionState`; `techniques` is empty for a plain layer.
     """
-    wrapper = layer if isinstance(layer, wrapper_lib.CompressionWrapper) else None
-    if wrapper is None and stateless.is_routed(layer):
+    wrapper = None
+    if isinstance(layer, wrapper_lib.CompressionWrapper):
+        wrapper = layer
+    elif stateless.is_routed(layer):
         wrapper = getattr(layer.call, "wrapper", None)
     techniques = []
     current = wrapper

@@ -36,7 +36,8 @@ def main():
         base, x, y = helpers.make_model(kind)
         models = {
             f"pruned_{kind}": (
-                kc.pruning.prune_low_magnitude(base, schedule), step
+                kc.pruning.prune_low_magnitude(base, schedule),
+                step,
             ),
             f"quantized_{kind}": (kc.quantization.quantize_model(base), ()),
             f"clustered_{kind}": (
