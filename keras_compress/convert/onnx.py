@@ -22,6 +22,7 @@ import numpy as np
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _precision
+from keras_compress.convert import _tensorflow_worker
 
 DEFAULT_OPSET = 17
 # tf2onnx 1.16/1.17 converts TensorFlow graphs for ONNX opsets 9-18.
@@ -79,8 +80,10 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
 
     Args:
         model: A built `keras.Model` (Sequential, Functional, or a
-            subclassed model that has been called on data). Needs the
-            TensorFlow backend.
+            subclassed model that has been called on data). A model of the
+            JAX or PyTorch backend is converted by a TensorFlow-backend
+            worker process from a `.keras` file (its classes must be
+            registered and importable).
         path: Optional file path; the model is written atomically there
             (its folder must exist). The bytes are returned in any case.
         opset: ONNX opset version, from 9 to the newest tf2onnx supports
@@ -105,11 +108,22 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
     probabilities = keras_compress.convert.run_onnx(blob, x_test)
     ```
     """
-    import tensorflow as tf
-
     if path is not None:
         # Fail before any conversion work on a path that cannot be written.
         path = _files.check_output_path(path, "model.onnx")
+    if _tensorflow_worker.needs_worker():
+        content = _tensorflow_worker.convert(
+            "to_onnx",
+            model,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            float16=float16,
+        )
+        if path is not None:
+            _files.write_atomically(path, content)
+        return content
+    import tensorflow as tf
+
     tf2onnx = _tf2onnx()
     if float16:
         float16_module = _float16_converter()

@@ -13,6 +13,7 @@ from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
 from keras_compress.convert import _precision
+from keras_compress.convert import _tensorflow_worker
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 # Modes with integer activations, which need activation ranges.
@@ -41,7 +42,10 @@ def to_tflite(
 
     The model is exported with `model.export(..., format="tf_saved_model")`
     (this works for Sequential, Functional and subclassed models) and
-    converted with `tf.lite.TFLiteConverter.from_saved_model`.
+    converted with `tf.lite.TFLiteConverter.from_saved_model`. A model of
+    the JAX or PyTorch backend is saved to a `.keras` file and converted
+    the same way by a TensorFlow-backend worker process (its classes must
+    be registered and importable, and `representative_data` NumPy arrays).
 
     Modes:
 
@@ -109,8 +113,6 @@ def to_tflite(
     y = keras_compress.convert.run_tflite(blob, x_test)
     ```
     """
-    import tensorflow as tf
-
     if mode not in MODES:
         raise ValueError(
             f"Unknown `mode`={mode!r}. Expected one of {', '.join(MODES)}."
@@ -138,6 +140,24 @@ def to_tflite(
             "`num_calibration_samples` must be >= 1, got "
             f"{num_calibration_samples}."
         )
+
+    if _tensorflow_worker.needs_worker():
+        content = _tensorflow_worker.convert(
+            "to_tflite",
+            model,
+            "representative_data",
+            mode=mode,
+            representative_data=representative_data,
+            int8_io=int8_io,
+            sparse=sparse,
+            allow_select_tf_ops=allow_select_tf_ops,
+            num_calibration_samples=num_calibration_samples,
+            verbose=0,
+        )
+        if path is not None:
+            _files.write_atomically(path, content)
+        return content
+    import tensorflow as tf
 
     calibrate = mode in _INTEGER_MODES and representative_data is not None
     input_specs = _keras_input_specs(model)
