@@ -144,7 +144,8 @@ def copy_with_entries(model, select, params):
     Args:
         model: A built subclassed model. It is not changed.
         select: `select(layer) -> bool` on the leaf layers of `model`.
-        params: Settings added to every entry.
+        params: Settings added to every entry, or a callable
+            `params(layer) -> dict` for settings that differ per layer.
 
     Returns:
         `(copy, entries, names)`: an independent copy of `model`, one entry
@@ -157,8 +158,13 @@ def copy_with_entries(model, select, params):
         zip(leaf_layers(model), leaf_layers(copy))
     ):
         if select(original):
+            settings = params(original) if callable(params) else params
             entries.append(
-                {"index": index, "class_name": type(copied).__name__, **params}
+                {
+                    "index": index,
+                    "class_name": type(copied).__name__,
+                    **settings,
+                }
             )
             names.append(original.name)
     return copy, entries, names
@@ -241,6 +247,11 @@ def copy_layer(layer):
                 "it does not record its input shape. Build it with "
                 "model.build(input_shape) or call it on data first."
             )
+        call_symbolically(clone, build_config["input_shape"])
+    elif not isinstance(layer, keras.layers.Layer):
+        # A stateless operation in a Functional graph (`x + y` on symbolic
+        # tensors is a `keras.ops` Add, not a layer): nothing to copy.
+        return layer
     else:
         clone = layer.__class__.from_config(layer.get_config())
         build_config = layer.get_build_config()
@@ -248,6 +259,19 @@ def copy_layer(layer):
             clone.build_from_config(build_config)
     clone.set_weights(layer.get_weights())
     return clone
+
+
+def call_symbolically(model, input_shape):
+    """Calls a built `model` once on symbolic inputs of `input_shape`.
+
+    A subclassed model built with `build()` (or `build_from_config`) has
+    never been called, and Keras's exporters refuse such a model; a call on
+    `keras.KerasTensor`s costs no computation and makes it exportable.
+    """
+    specs = keras.tree.map_shape_structure(
+        lambda shape: keras.KerasTensor(shape), input_shape
+    )
+    model(specs)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -190,8 +190,20 @@ def pruning_sensitivity(
         )
     # A copy, so the user's model keeps its weights even if this is
     # interrupted halfway through a layer.
-    copy = rewrite.clone_and_replace(model, lambda layer: None)
-    candidates = _prunable_layers(copy)
+    copy = rewrite.copy_layer(model)
+    # Report the user's layer paths: a subclassed model's copy has layers
+    # of its own names, in the same order.
+    original_paths = {
+        id(copied): path
+        for (path, _), (_, copied) in zip(
+            rewrite.iter_layers(model, include_models=True),
+            rewrite.iter_layers(copy, include_models=True),
+        )
+    }
+    candidates = [
+        (original_paths.get(id(layer), path), layer)
+        for path, layer in _prunable_layers(copy)
+    ]
     if layers is not None:
         known = {path for path, _ in candidates} | {
             layer.name for _, layer in candidates

@@ -182,7 +182,7 @@ def _cluster_subclassed(model, should_cluster, params, clustered_names):
     if not entries:
         return copy
     clustered = clustered_model_lib.ClusteredModel(copy, entries)
-    clustered.build(copy.get_build_config()["input_shape"])
+    rewrite.call_symbolically(clustered, copy.get_build_config()["input_shape"])
     return clustered
 
 

@@ -341,13 +341,6 @@ def _scan(model, x, y, sparsities, output, resume, log, verbose):
         log(f"Sensitivity scan: reusing {path}")
         with open(path) as f:
             return sensitivity_lib.SensitivityReport.from_dict(json.load(f))
-    if not rewrite.is_graph_model(model):
-        raise ValueError(
-            f"Building a recipe from the budget scans each layer of a "
-            f"Sequential or Functional model; '{model.name}' is a subclassed "
-            f"{type(model).__name__}. Pass `recipe=` (e.g. "
-            "[kc.pipeline.Prune(0.5), kc.pipeline.QuantizeAware()])."
-        )
     log("Sensitivity scan: pruning one layer at a time")
     scan = sensitivity_lib.pruning_sensitivity(
         model, x, y, sparsities=sparsities, log=log, verbose=verbose
@@ -429,8 +422,20 @@ def _arrays(data, argument):
     return x, y.reshape(len(y))
 
 
+def _input_shape(model):
+    """The shape of one sample of the model's (first) input, or None."""
+    inputs = getattr(model, "inputs", None)
+    if inputs:
+        return tuple(inputs[0].shape)[1:]
+    # A subclassed model has no `inputs`; its build config has the shape.
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if shape and isinstance(shape[0], (int, type(None))):
+        return tuple(shape)[1:]
+    return None
+
+
 def _check_inputs(model, x, argument):
-    expected = tuple(model.inputs[0].shape)[1:] if model.inputs else None
+    expected = _input_shape(model)
     if expected is None:
         return
     actual = tuple(x.shape[1:])

@@ -15,6 +15,7 @@ from keras_compress import distillation
 from keras_compress import pruning
 from keras_compress import quantization
 from keras_compress import rewrite
+from keras_compress.pruning import prune_api
 
 
 @dataclasses.dataclass
@@ -310,28 +311,24 @@ class Prune(Step):
         plan = {k: v for k, v in self.sparsity.items() if v > 0}
         if not plan:
             return None
-        if not rewrite.is_graph_model(model):
-            raise ValueError(
-                "Step 'prune': per-layer sparsity needs a Sequential or "
-                f"Functional model; '{model.name}' is a subclassed "
-                f"{type(model).__name__}. Give one `sparsity` for all layers."
-            )
-        names = {layer.name for _, layer in rewrite.iter_layers(model)}
-        unknown = sorted(set(plan) - names)
+        # Keys are layer paths (what the sensitivity scan reports, e.g.
+        # "block/conv") or plain layer names.
+        by_key = {}
+        for path, layer in rewrite.iter_layers(model):
+            by_key.setdefault(path, layer)
+            by_key.setdefault(layer.name, layer)
+        unknown = sorted(set(plan) - set(by_key))
         if unknown:
+            paths = sorted(path for path, _ in rewrite.iter_layers(model))
             raise ValueError(
-                f"Step 'prune': layers {unknown} are not in '{model.name}'."
+                f"Step 'prune': layers {unknown} are not in '{model.name}'. "
+                f"Its layers: {paths}."
             )
-
-        def wrap(layer):
-            if layer.name not in plan:
-                return None
-            return pruning.prune_low_magnitude(
-                rewrite.copy_layer(layer),
-                pruning_schedule=self._schedule(plan[layer.name], context),
-            )
-
-        return rewrite.clone_and_replace(model, wrap)
+        schedules = {
+            id(by_key[key]): self._schedule(sparsity, context)
+            for key, sparsity in plan.items()
+        }
+        return prune_api.prune_per_layer(model, schedules)
 
     def get_config(self):
         return {

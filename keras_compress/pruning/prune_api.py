@@ -1,11 +1,13 @@
 """`prune_low_magnitude` and `strip_pruning`: the entry points."""
 
 import logging
+import warnings
 
 import keras
 
 from keras_compress import rewrite
 from keras_compress.pruning import pruned_model as pruned_model_lib
+from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
 from keras_compress.pruning import wrapper as wrapper_lib
 from keras_compress.pruning.schedules import ConstantSparsity
@@ -130,6 +132,7 @@ def prune_low_magnitude(
     rewrite.check_built(model)
     select, named = _make_selector(layers_to_prune, rewrite.leaf_layers(model))
     pruned_names = []
+    left_dense = []
 
     def should_prune(layer):
         if isinstance(layer, wrapper_lib.PruneLowMagnitude):
@@ -144,6 +147,18 @@ def prune_low_magnitude(
                     type(layer).__name__,
                 )
             return False
+        if sparsity_m_by_n and layer.name not in named:
+            # Whole-model N:M (as NVIDIA's ASP does): where the pattern
+            # does not fit, the layer stays dense and is reported; a layer
+            # named explicitly gets the wrapper's error instead.
+            reasons = [
+                pruner_lib.n_m_misfit(weight, sparsity_m_by_n)
+                for weight in registry.get_prunable_weights(layer)
+            ]
+            reasons = [r for r in reasons if r]
+            if reasons:
+                left_dense.append(f"'{layer.name}' ({reasons[0]})")
+                return False
         return True
 
     def replace(layer):
@@ -168,6 +183,13 @@ def prune_low_magnitude(
     missing = named - set(pruned_names)
     if missing:  # e.g. a name that is also a nested model's name
         raise ValueError(f"Could not prune layers {sorted(missing)}.")
+    if left_dense:
+        warnings.warn(
+            f"sparsity_m_by_n={tuple(sparsity_m_by_n)}: {len(left_dense)} "
+            f"layer(s) left dense, the pattern does not fit them: "
+            f"{', '.join(left_dense)}.",
+            stacklevel=2,
+        )
     return result
 
 
@@ -180,8 +202,46 @@ def _prune_subclassed(model, should_prune, params, pruned_names):
     if not entries:
         return copy
     pruned = pruned_model_lib.PrunedModel(copy, entries)
-    pruned.build(copy.get_build_config()["input_shape"])
+    rewrite.call_symbolically(pruned, copy.get_build_config()["input_shape"])
     return pruned
+
+
+def prune_per_layer(model, schedules):
+    """Prunes each chosen layer of `model` on its own schedule.
+
+    What `compress()` uses to apply a per-layer sparsity plan, for every
+    model kind (nested layers and layers of subclassed models included).
+
+    Args:
+        model: A built model. It is not changed.
+        schedules: `{id(layer): PruningSchedule}` for layers of `model`.
+
+    Returns:
+        A pruned copy of `model`, as `prune_low_magnitude` returns.
+    """
+    rewrite.check_built(model)
+
+    def params(layer):
+        return {
+            "pruning_schedule": schedules[id(layer)],
+            "block_size": (1, 1),
+            "block_pooling_type": "AVG",
+            "sparsity_m_by_n": None,
+        }
+
+    def chosen(layer):
+        return id(layer) in schedules
+
+    def replace(layer):
+        if isinstance(layer, keras.Model):  # nested subclassed model
+            return _prune_subclassed(layer, chosen, params, [])
+        if not chosen(layer):
+            return None
+        return _wrap(rewrite.copy_layer(layer), params(layer))
+
+    if rewrite.is_graph_model(model):
+        return rewrite.clone_and_replace(model, replace)
+    return _prune_subclassed(model, chosen, params, [])
 
 
 def get_pruners(model):

@@ -30,6 +30,20 @@ from keras_compress.pruning import masks as masks_lib
 from keras_compress.pruning import registry
 
 
+def n_m_misfit(weight, sparsity_m_by_n):
+    """Why N:M sparsity cannot apply to `weight`, or None if it can."""
+    _, m = sparsity_m_by_n
+    shape = tuple(weight.shape)
+    if len(shape) < 2:
+        return f"has shape {shape}; N:M sparsity needs rank >= 2"
+    if shape[-2] % m:
+        return (
+            f"has {shape[-2]} input channels (shape {shape}), which m={m} "
+            "does not divide"
+        )
+    return None
+
+
 class LayerPruner:
     """Masks, step counter and mask updates for the prunable weights of a layer.
 
@@ -116,19 +130,12 @@ class LayerPruner:
                 f"{name} has shape {tuple(weight.shape)}."
             )
         if self.sparsity_m_by_n:
-            n, m = self.sparsity_m_by_n
-            if len(weight.shape) < 2:
+            reason = n_m_misfit(weight, self.sparsity_m_by_n)
+            if reason:
                 raise ValueError(
-                    f"sparsity_m_by_n needs weights of rank >= 2; {name} has "
-                    f"shape {tuple(weight.shape)}."
-                )
-            channels = weight.shape[-2]
-            if channels % m:
-                raise ValueError(
-                    f"sparsity_m_by_n={self.sparsity_m_by_n}: m={m} does not "
-                    f"divide the {channels} input channels of {name} (shape "
-                    f"{tuple(weight.shape)}). Leave this layer out of pruning "
-                    "or choose an m that divides its input channels."
+                    f"sparsity_m_by_n={self.sparsity_m_by_n}: {name} "
+                    f"{reason}. Leave this layer out of pruning or choose an "
+                    "m that divides its input channels."
                 )
 
     # Host-side step bookkeeping (called from the callback, eagerly).

@@ -666,7 +666,9 @@ class _Rewriter:
             quantize_inputs=quantize_inputs,
             name=model.name,
         )
-        result.build(copy.get_build_config()["input_shape"])
+        rewrite.call_symbolically(
+            result, copy.get_build_config()["input_shape"]
+        )
         for wrapper in result.wrappers:
             if wrapper.preserve_sparsity:
                 wrapper.set_masks_from_weights()
