@@ -19,6 +19,7 @@ Submodules:
 from keras_compress import analysis
 from keras_compress import clustering
 from keras_compress import convert
+from keras_compress import core
 from keras_compress import datasets
 from keras_compress import distillation
 from keras_compress import fusion
@@ -37,6 +38,7 @@ __all__ = [
     "clustering",
     "compress",
     "convert",
+    "core",
     "datasets",
     "distillation",
     "fusion",

@@ -167,9 +167,7 @@ class ClusterWeights(core.CompressionWrapper):
         seed=0,
         **kwargs,
     ):
-        if isinstance(layer, keras.layers.Layer) and not registry.is_prunable(
-            layer
-        ):
+        if core.wrapper.is_wrappable(layer) and not registry.is_prunable(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no "
                 "weights to cluster. Wrap Dense, EinsumDense, Conv*, "
@@ -178,7 +176,7 @@ class ClusterWeights(core.CompressionWrapper):
             )
         check_number_of_clusters(number_of_clusters)
         centroids_lib.check_init(cluster_centroids_init)
-        if isinstance(layer, keras.layers.Layer):
+        if core.wrapper.is_wrappable(layer):
             kwargs.setdefault("name", f"cluster_{layer.name}")
         super().__init__(layer, **kwargs)
         self.number_of_clusters = int(number_of_clusters)

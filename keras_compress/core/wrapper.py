@@ -23,6 +23,13 @@ from keras_compress.core import constraints as constraints_lib
 from keras_compress.core import stateless
 
 
+def is_wrappable(layer):
+    """Whether `layer` is one plain keras layer (what wrappers take)."""
+    return isinstance(layer, keras.layers.Layer) and not isinstance(
+        layer, (keras.Model, CompressionWrapper)
+    )
+
+
 class CompressionWrapper(keras.layers.Wrapper):
     """Base class of `PruneLowMagnitude`, `ClusterWeights`, `QuantizeWrapper`.
 
@@ -40,9 +47,7 @@ class CompressionWrapper(keras.layers.Wrapper):
     technique = None
 
     def __init__(self, layer, **kwargs):
-        if not isinstance(layer, keras.layers.Layer) or isinstance(
-            layer, (keras.Model, CompressionWrapper)
-        ):
+        if not is_wrappable(layer):
             what = (
                 "a model"
                 if isinstance(layer, keras.Model)

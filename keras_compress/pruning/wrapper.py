@@ -112,9 +112,7 @@ class PruneLowMagnitude(core.CompressionWrapper):
             pruning_schedule = keras.saving.deserialize_keras_object(
                 pruning_schedule
             )
-        if isinstance(layer, keras.layers.Layer) and not registry.is_prunable(
-            layer
-        ):
+        if core.wrapper.is_wrappable(layer) and not registry.is_prunable(layer):
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) has no "
                 "prunable weights. Wrap Dense, EinsumDense, Conv*, "
@@ -126,7 +124,8 @@ class PruneLowMagnitude(core.CompressionWrapper):
         check_pruning_params(
             pruning_schedule, block_size, block_pooling_type, sparsity_m_by_n
         )
-        kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
+        if core.wrapper.is_wrappable(layer):
+            kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
         self.block_size = block_size

@@ -275,9 +275,7 @@ class QuantizeWrapper(core.CompressionWrapper):
         preserve_clusters=False,
         **kwargs,
     ):
-        if not isinstance(layer, keras.layers.Layer) or isinstance(
-            layer, (core.CompressionWrapper, keras.Model)
-        ):
+        if not core.wrapper.is_wrappable(layer):
             # The base class says why.
             super().__init__(layer, **kwargs)
         self.scheme = schemes_lib.get_scheme(

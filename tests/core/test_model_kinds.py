@@ -1,0 +1,140 @@
+"""Model kinds the techniques used to break on (issue 13's list)."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compress as kc
+from keras_compress.convert import interpreter
+
+L = keras.layers
+
+
+@keras.saving.register_keras_serializable(package="keras_compress_tests")
+class ConvGapNet(keras.Model):
+    """Conv -> BN -> relu (keras.ops) -> GAP -> Dense."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = L.Conv2D(8, 3)
+        self.bn = L.BatchNormalization()
+        self.gap = L.GlobalAveragePooling2D()
+        self.head = L.Dense(4)
+
+    def call(self, inputs):
+        x = keras.ops.relu(self.bn(self.conv(inputs)))
+        return self.head(self.gap(x))
+
+
+def _subclassed():
+    model = ConvGapNet()
+    model(np.zeros((1, 8, 8, 1), "float32"))
+    return model
+
+
+def _data(n=32):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 8, 8, 1)).astype("float32"), rng.integers(
+        0, 4, n
+    )
+
+
+def test_qat_of_subclassed_model_with_global_average_pooling():
+    x, _ = _data()
+    qat = kc.quantization.quantize_model(_subclassed())
+    blob = kc.convert.to_tflite(qat, "int8", representative_data=x)
+    ops = {op.op_name for op in interpreter.op_details(blob)}
+    assert "CONV_2D" in ops and "FULLY_CONNECTED" in ops
+    outputs = interpreter.run_tflite(blob, x)
+    keras_outputs = keras.ops.convert_to_numpy(qat(x))
+    assert np.abs(outputs - keras_outputs).max() < 0.1
+
+
+def test_stripped_subclassed_model_exports_without_a_call():
+    pruned = kc.pruning.prune_low_magnitude(_subclassed())
+    stripped = kc.pruning.strip_pruning(pruned)
+    x, _ = _data(4)
+    blob = kc.convert.to_tflite(stripped)
+    np.testing.assert_allclose(
+        interpreter.run_tflite(blob, x),
+        keras.ops.convert_to_numpy(stripped(x)),
+        atol=1e-5,
+    )
+
+
+def test_qat_of_graph_with_stateless_ops():
+    # `x * 0.5 + y` on symbolic tensors adds keras.ops nodes (not layers)
+    # to the graph, as keras.applications' MobileNetV3 does.
+    inputs = keras.Input((8, 8, 1))
+    h = L.Conv2D(8, 3, padding="same")(inputs)
+    h = h * 0.5 + inputs
+    outputs = L.Dense(4)(L.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    qat = kc.quantization.quantize_model(model)
+    x, _ = _data(8)
+    assert qat(x).shape == (8, 4)
+
+
+def test_whole_model_two_four_leaves_misfit_layers_dense():
+    inputs = keras.Input((8, 8, 3))  # 3 input channels: 2:4 cannot fit
+    h = L.Conv2D(8, 3, name="stem")(inputs)
+    h = L.Conv2D(8, 3, name="body")(h)
+    outputs = L.Dense(4, name="head")(L.Flatten()(h))
+    model = keras.Model(inputs, outputs)
+    with pytest.warns(UserWarning, match=r"1 layer\(s\) left dense.*'stem'"):
+        pruned = kc.pruning.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
+    wrapped = {
+        layer.layer.name
+        for layer in pruned.layers
+        if isinstance(layer, kc.pruning.PruneLowMagnitude)
+    }
+    assert wrapped == {"body", "head"}
+    with pytest.raises(ValueError, match="3 input channels"):
+        kc.pruning.prune_low_magnitude(
+            model, sparsity_m_by_n=(2, 4), layers_to_prune=["stem"]
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kc.pruning.prune_low_magnitude(
+            model, sparsity_m_by_n=(2, 4), layers_to_prune=["body", "head"]
+        )
+
+
+def _nested():
+    inner = keras.Sequential(
+        [keras.Input((8, 8, 8)), L.Conv2D(8, 3, padding="same"), L.ReLU()],
+        name="inner_block",
+    )
+    inputs = keras.Input((8, 8, 1))
+    h = inner(L.Conv2D(8, 3, padding="same")(inputs))
+    return keras.Model(inputs, L.Dense(4)(L.Flatten()(h)), name="outer")
+
+
+@pytest.mark.parametrize("build", [_nested, _subclassed], ids=["nested", "sub"])
+def test_compress_nested_and_subclassed_models(build, tmp_path):
+    x, y = _data(64)
+    model = build()
+    model.compile(
+        "adam",
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    before = [w.copy() for w in model.get_weights()]
+    result = kc.compress(
+        model,
+        (x, y),
+        (x, y),
+        target="tflite-int8",
+        max_accuracy_drop=0.5,
+        epochs=1,
+        output=str(tmp_path),
+    )
+    scanned = [row.layer for row in result.report.sensitivity.layers]
+    assert scanned
+    known = {path for path, _ in kc.rewrite.iter_layers(model)}
+    assert set(scanned) <= known  # the user's layer paths
+    assert (tmp_path / "model.tflite").exists()
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
