@@ -19,6 +19,7 @@ import warnings
 import keras
 
 from keras_compress import rewrite
+from keras_compress.core import batch_norm as core_batch_norm
 from keras_compress.quantization import batch_norm_folding as folding
 
 
@@ -148,10 +149,8 @@ def _plan(model, prefix, replacements, folded, kept):
     and the `folded`/`kept` lists of the report.
     """
     calls = rewrite.graph_calls(model)
-    nodes, uses, consumers = calls.nodes, calls.uses, calls.consumers
-
     seen = set()
-    for node in nodes:
+    for node in calls.nodes:
         layer = node.operation
         if id(layer) in seen:
             continue
@@ -173,7 +172,7 @@ def _plan(model, prefix, replacements, folded, kept):
             continue
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
-        source, reason = _foldable_source(node, uses, consumers)
+        source, reason = core_batch_norm.fold_source(node, calls)
         if reason is not None:
             kept.append((path, reason))
             continue
@@ -184,43 +183,3 @@ def _plan(model, prefix, replacements, folded, kept):
         replacements[id(layer)] = lambda name=layer.name: keras.layers.Identity(
             name=name
         )
-
-
-def _foldable_source(node, uses, consumers):
-    """`(layer, None)` if the BatchNorm of `node` folds into `layer`, else
-    `(None, reason)`."""
-    batch_norm = node.operation
-    if uses[id(batch_norm)] != 1:
-        return None, (
-            f"it is called {uses[id(batch_norm)]} times (a shared "
-            "BatchNormalization cannot be folded into one layer)"
-        )
-    (tensor,) = node.input_tensors
-    source = tensor._keras_history.operation
-    if isinstance(source, keras.layers.InputLayer):
-        return None, "its input is a model input"
-    source_name = f"'{source.name}' ({type(source).__name__})"
-    if isinstance(source, keras.Model):
-        return (
-            None,
-            f"its input is the output of the nested model {source_name}",
-        )
-    reason = folding.why_not_foldable(source, batch_norm)
-    if reason is not None:
-        return None, f"it follows {source_name}: {reason}"
-    if uses[id(source)] != 1:
-        return None, (
-            f"it follows {source_name}, which is called "
-            f"{uses[id(source)]} times (shared)"
-        )
-    others = [
-        "a model output" if c is None else f"'{c.name}'"
-        for c in consumers.get(id(tensor), ())
-        if c is not batch_norm
-    ]
-    if others:
-        return None, (
-            f"the output of {source_name} is also used by "
-            f"{', '.join(others)}; folding would change it for them"
-        )
-    return source, None

@@ -1,5 +1,7 @@
 """Mixed-precision models going into a converter."""
 
+from keras_compress.core import keras_private
+
 _LOW_PRECISION = ("float16", "bfloat16")
 
 
@@ -22,7 +24,7 @@ def float32_compute_copy(model):
     """
     if not any(
         layer.compute_dtype in _LOW_PRECISION
-        for layer in model._flatten_layers(include_self=True)
+        for layer in keras_private.flatten_layers(model, include_self=True)
     ):
         return model
     from keras_compress import mixed_precision

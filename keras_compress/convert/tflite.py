@@ -14,6 +14,7 @@ from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
 from keras_compress.convert import _precision
 from keras_compress.convert import _tensorflow_worker
+from keras_compress.core import keras_private
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 # Modes with integer activations, which need activation ranges.
@@ -224,7 +225,7 @@ _MIN_SPARSE_INTEGER_FC_DEPTH = 16
 
 def _check_sparse_integer_layers(model):
     """Refuses `sparse=True` where the integer sparse kernel is wrong."""
-    for layer in model._flatten_layers(include_self=False):
+    for layer in keras_private.flatten_layers(model, include_self=False):
         kernel = getattr(layer, "kernel", None)
         if not isinstance(layer, keras.layers.Dense) or kernel is None:
             continue

@@ -5,14 +5,22 @@ the layer that produced a symbolic tensor, to list a layer's direct
 sub-layers, or to sync a JAX model's state from inside a callback. The
 techniques need all four. Keeping them here means a Keras upgrade that
 moves one of them breaks one file, and the tests of this file say which.
+Two more are imported as they are: `LossFunctionWrapper` (the base of
+Keras's own function losses, which the distillation losses extend) and
+`unscale_loss_for_distribution` (what Keras's train step does to a loss
+under `tf.distribute`).
 """
 
 import keras
 from keras.src.backend.common import global_state
+from keras.src.losses.loss import unscale_loss_for_distribution
+from keras.src.losses.losses import LossFunctionWrapper
 from keras.src.models.functional import Functional
 
 __all__ = [
     "Functional",
+    "LossFunctionWrapper",
+    "unscale_loss_for_distribution",
     "call_has_training_arg",
     "child_layers",
     "current_training",

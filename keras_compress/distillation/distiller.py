@@ -28,9 +28,8 @@ from keras import ops
 # The per-replica loss scaling Keras applies under `tf.distribute` (every
 # `keras.losses.Loss` divides by the number of replicas); Keras does not
 # export the inverse, which the loss trackers need to report true values.
-from keras.src.losses.loss import unscale_loss_for_distribution
-
 from keras_compress import rewrite
+from keras_compress.core import keras_private
 from keras_compress.distillation import features as features_lib
 from keras_compress.distillation import losses as losses_lib
 from keras_compress.mixed_precision import loss_scaling
@@ -626,14 +625,14 @@ class Distiller(keras.Model):
             )
 
         self.student_loss_tracker.update_state(
-            unscale_loss_for_distribution(student_loss)
+            keras_private.unscale_loss_for_distribution(student_loss)
         )
         self.distillation_loss_tracker.update_state(
-            unscale_loss_for_distribution(distillation_loss)
+            keras_private.unscale_loss_for_distribution(distillation_loss)
         )
         if self.feature_loss_tracker is not None:
             self.feature_loss_tracker.update_state(
-                unscale_loss_for_distribution(feature_loss)
+                keras_private.unscale_loss_for_distribution(feature_loss)
             )
         return total
 

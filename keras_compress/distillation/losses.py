@@ -15,10 +15,11 @@ import math
 import keras
 from keras import ops
 
-# `LossFunctionWrapper` is what `model.compile(loss="mse")` itself uses to give
-# a plain loss function sample weights, reduction and the per-replica scaling
-# of `tf.distribute`; Keras does not export it.
-from keras.src.losses.losses import LossFunctionWrapper
+from keras_compress.core import keras_private
+
+# `keras_private.LossFunctionWrapper` is what `model.compile(loss="mse")`
+# itself uses to give a plain loss function sample weights, reduction and
+# the per-replica scaling of `tf.distribute`; Keras does not export it.
 
 _PACKAGE = "keras_compress"
 
@@ -148,7 +149,9 @@ def get_loss(identifier, argument):
     if isinstance(loss, keras.losses.Loss):
         return loss
     if callable(loss):
-        return LossFunctionWrapper(loss, name=getattr(loss, "__name__", None))
+        return keras_private.LossFunctionWrapper(
+            loss, name=getattr(loss, "__name__", None)
+        )
     raise ValueError(
         f"`{argument}` must be a loss name, a keras.losses.Loss or a callable "
         f"fn(y_true, y_pred); received {identifier!r}."

@@ -9,6 +9,7 @@ no scaling.
 
 import keras
 
+from keras_compress.core import keras_private
 from keras_compress.mixed_precision import policy as policy_lib
 
 
@@ -25,7 +26,9 @@ def needs_loss_scaling(model_or_policy):
     if isinstance(model_or_policy, keras.layers.Layer):
         return any(
             layer.compute_dtype == "float16"
-            for layer in model_or_policy._flatten_layers(include_self=True)
+            for layer in keras_private.flatten_layers(
+                model_or_policy, include_self=True
+            )
         )
     return policy_lib.resolve_policy(model_or_policy) == "mixed_float16"
 

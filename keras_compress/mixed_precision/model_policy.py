@@ -25,6 +25,7 @@ casts.
 import keras
 
 from keras_compress import rewrite
+from keras_compress.core import keras_private
 from keras_compress.mixed_precision import policy as policy_lib
 
 # Policies whose layers we may switch: float variables and float compute.
@@ -71,7 +72,7 @@ def _output_layers(model):
         # `_keras_history` is how Keras's own Functional code finds the
         # layer that produced a symbolic tensor.
         candidates = [
-            tensor._keras_history.operation for tensor in model.outputs
+            keras_private.producer(tensor) for tensor in model.outputs
         ]
     else:
         return []
@@ -93,7 +94,7 @@ def _units(model):
     seen = set()
 
     def walk(layer):
-        for child in layer._layers:
+        for child in keras_private.child_layers(layer):
             if id(child) in seen or isinstance(child, keras.layers.InputLayer):
                 continue
             seen.add(id(child))

@@ -6,6 +6,7 @@ import warnings
 import keras
 
 from keras_compress import rewrite
+from keras_compress.core import keras_private
 from keras_compress.pruning import pruned_model as pruned_model_lib
 from keras_compress.pruning import pruner as pruner_lib
 from keras_compress.pruning import registry
@@ -247,7 +248,7 @@ def prune_per_layer(model, schedules):
 def get_pruners(model):
     """Every `LayerPruner` inside `model` (wrappers and `PrunedModel`s)."""
     pruners = []
-    for layer in model._flatten_layers(include_self=True):
+    for layer in keras_private.flatten_layers(model, include_self=True):
         if hasattr(layer, "get_pruners"):
             pruners.extend(layer.get_pruners())
     return pruners

@@ -24,6 +24,8 @@ class MyDense(keras.layers.Layer):
 import keras
 from keras import layers as L
 
+from keras_compress.core import keras_private
+
 _KERNEL_LAYERS = (
     L.Dense,
     L.EinsumDense,
@@ -99,7 +101,7 @@ def get_prunable_weights(layer):
         # Query, key, value and output projections are EinsumDense layers.
         return [
             _variable(sub, "kernel")
-            for sub in layer._flatten_layers(include_self=False)
+            for sub in keras_private.flatten_layers(layer, include_self=False)
             if isinstance(sub, L.EinsumDense)
         ]
     return None

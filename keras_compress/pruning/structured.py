@@ -38,6 +38,7 @@ import keras
 import numpy as np
 
 from keras_compress import rewrite
+from keras_compress.core import keras_private
 from keras_compress.pruning import channel_groups
 
 CRITERIA = ("l1", "l2", "bn_gamma", "activation")
@@ -190,7 +191,7 @@ def _mean_activations(model, graph, names, data):
     # The graph's own tensors: `layer.output` is ambiguous for a layer that
     # was also called outside this model.
     inputs = (
-        model._functional.inputs
+        keras_private.functional_graph(model).inputs
         if isinstance(model, keras.Sequential)
         else model.inputs
     )

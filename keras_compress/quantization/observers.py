@@ -7,10 +7,12 @@ converted before any training step would clip those activations to about
 zero, so a converter should warn about them.
 """
 
+from keras_compress.core import keras_private
+
 
 def _owners(model):
     """Layers of `model` (itself included) that own range observers."""
-    for layer in model._flatten_layers(include_self=True):
+    for layer in keras_private.flatten_layers(model, include_self=True):
         if hasattr(layer, "observer_variables"):
             yield layer
 

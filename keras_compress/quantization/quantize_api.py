@@ -25,11 +25,11 @@ import warnings
 import keras
 import numpy as np
 
-from keras_compress import clustering as clustering_lib
+from keras_compress import core
 from keras_compress import rewrite
-from keras_compress.pruning import wrapper as pruning_wrapper
+from keras_compress.core import batch_norm as core_batch_norm
+from keras_compress.core import keras_private
 from keras_compress.quantization import annotate as annotate_lib
-from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
 from keras_compress.quantization import quantized_model as qmodel_lib
@@ -188,19 +188,19 @@ def _quantize(
     scheme = schemes_lib.get_scheme(scheme)
     rewrite.check_built(model)
     for layer in [model] + _all_layers(model):
-        if layer is not model and (
-            isinstance(layer, pruning_wrapper.PruneLowMagnitude)
-            or hasattr(layer, "get_pruners")
-        ):
+        state = core.compression_state(layer)
+        owned = (
+            layer.wrappers[0].technique
+            if isinstance(layer, core.OwningModel) and layer.wrappers
+            else None
+        )
+        if layer is not model and (state.pruned or owned == "pruning"):
             raise ValueError(
                 f"Layer '{layer.name}' still carries pruning state. Call "
                 "keras_compress.pruning.strip_pruning(model) first; "
                 "quantize_model() then keeps the zeros (preserve_sparsity)."
             )
-        if isinstance(
-            layer,
-            (clustering_lib.ClusterWeights, clustering_lib.ClusteredModel),
-        ):
+        if state.clustered or owned == "clustering":
             raise ValueError(
                 f"Layer '{layer.name}' still carries clustering state. Call "
                 "keras_compress.clustering.strip_clustering(model) first; "
@@ -347,7 +347,7 @@ class _Rewriter:
 
         def owner_of(tensor):
             """The layer whose output `tensor` is, after fusing."""
-            layer = tensor._keras_history.operation
+            layer = keras_private.producer(tensor)
             plan = plans.get(id(layer))
             if plan is not None and plan.role == "drop":
                 return plan.owner
@@ -369,15 +369,15 @@ class _Rewriter:
             )
             if not exclusive:
                 continue
-            # Conv/Dense -> BatchNormalization: fold.
+            # Conv/Dense -> BatchNormalization: fold (the rule shared with
+            # fold_batch_norms), unless the plan already gave the source
+            # a BatchNorm or an activation.
             if (
                 isinstance(plan.layer, keras.layers.BatchNormalization)
                 and plan.role == "float"
-                and source is tensor._keras_history.operation
                 and source_plan.batch_norm is None
                 and source_plan.activation is None
-                and folding.why_not_foldable(source_plan.layer, plan.layer)
-                is None
+                and core_batch_norm.fold_source(node, calls)[0] is source
             ):
                 source_plan.batch_norm = plan.layer
                 plans[id(op)] = _Plan("drop", plan.layer, owner=source)
@@ -461,15 +461,13 @@ class _Rewriter:
 
     def quantize_graph(self, model, input_states):
         """Returns `(new_model, output_states)` for a graph model."""
-        graph = (
-            model._functional if isinstance(model, keras.Sequential) else model
-        )
+        graph = keras_private.functional_graph(model)
         nodes, plans = self._plan_graph(graph, model)
         new_inputs = [
             keras.Input(
                 batch_shape=t.shape,
                 dtype=t.dtype,
-                name=t._keras_history.operation.name,
+                name=keras_private.producer(t).name,
             )
             for t in graph.inputs
         ]
@@ -573,7 +571,7 @@ class _Rewriter:
             return tensor
         cache = context["quantize_layers"]
         if id(tensor) not in cache:
-            source = tensor._keras_history.operation
+            source = keras_private.producer(tensor)
             base = "quantize_input"
             if not isinstance(source, keras.layers.InputLayer):
                 base = f"quantize_{source.name}"
@@ -635,7 +633,7 @@ class _Rewriter:
         inner = {
             id(sub)
             for layer in originals
-            for sub in layer._flatten_layers(include_self=False)
+            for sub in keras_private.flatten_layers(layer, include_self=False)
         }
         entries = []
         for index, (original, copied) in enumerate(zip(originals, copies)):
