@@ -35,7 +35,9 @@ def call_with_values(layer, values, inputs, *args, **kwargs):
         layer: A built layer.
         values: `{id(variable): tensor}` for variables of `layer` (or of
             its sub-layers). May be empty: the layer then runs as usual.
-        inputs, *args, **kwargs: What the layer's `call` takes.
+        inputs: The first argument of the layer's `call`.
+        *args: Its other positional arguments.
+        **kwargs: Its keyword arguments.
 
     Returns:
         The layer's outputs. Updates the layer makes to variables not in

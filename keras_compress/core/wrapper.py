@@ -77,7 +77,9 @@ class CompressionWrapper(keras.layers.Wrapper):
         """Runs the wrapped layer with `values` for some of its variables.
 
         Args:
-            inputs, args, kwargs: The call arguments (a `mask` included).
+            inputs: The first call argument.
+            args: The other positional call arguments.
+            kwargs: The keyword call arguments (a `mask` included).
             training: Passed on if the layer takes it.
             values: `{id(variable): tensor}`. The projected value of every
                 variable with a `WeightConstraint` that the optimizer does
