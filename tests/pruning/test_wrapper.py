@@ -199,7 +199,9 @@ def test_wrapper_rejects_layer_without_prunable_weights():
 
 def test_n_m_with_indivisible_channels_raises_before_training():
     model = _single(L.Dense(8, name="odd"), (6,))
-    with pytest.raises(ValueError, match="6 input channels .*which m=4 does not divide"):
+    with pytest.raises(
+        ValueError, match="6 input channels .*which m=4 does not divide"
+    ):
         pruning.prune_low_magnitude(model, sparsity_m_by_n=(2, 4))
 
 
