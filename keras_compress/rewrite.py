@@ -193,10 +193,7 @@ def recorded_leaf_layers(owner, model, entries, input_shape):
             model class now creates its layers differently.
     """
     if not model.built:
-        specs = keras.tree.map_shape_structure(
-            lambda shape: keras.KerasTensor(shape), input_shape
-        )
-        model(specs)
+        call_symbolically(model, input_shape)
     leaves = leaf_layers(model)
     layers = []
     for entry in entries:
@@ -261,6 +258,13 @@ def copy_layer(layer):
     return clone
 
 
+def symbolic_inputs(input_shape):
+    """`keras.KerasTensor`s of `input_shape` (a shape or a nest of them)."""
+    return keras.tree.map_shape_structure(
+        lambda shape: keras.KerasTensor(shape), input_shape
+    )
+
+
 def call_symbolically(model, input_shape):
     """Calls a built `model` once on symbolic inputs of `input_shape`.
 
@@ -268,10 +272,7 @@ def call_symbolically(model, input_shape):
     never been called, and Keras's exporters refuse such a model; a call on
     `keras.KerasTensor`s costs no computation and makes it exportable.
     """
-    specs = keras.tree.map_shape_structure(
-        lambda shape: keras.KerasTensor(shape), input_shape
-    )
-    model(specs)
+    model(symbolic_inputs(input_shape))
 
 
 @dataclasses.dataclass(frozen=True)

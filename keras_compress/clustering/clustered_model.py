@@ -44,9 +44,7 @@ class ClusteredModel(core.OwningModel):
         return self.entries
 
     def attach(self, layer, entry, input_shape):
-        params = {
-            k: v for k, v in entry.items() if k not in ("index", "class_name")
-        }
+        params = self.wrapper_arguments(entry)
         wrapper = wrapper_lib.ClusterWeights(layer, **params)
         wrapper.build()
         return wrapper

@@ -25,6 +25,7 @@ import threading
 import keras
 import numpy as np
 
+from keras_compress.convert import _files
 from keras_compress.core import keras_private
 
 _RESPONSE = "KERAS_COMPRESS_RESPONSE "
@@ -74,13 +75,14 @@ def _array_data(data, argument):
         ) from error
 
 
-def convert(function, model, data_argument=None, **kwargs):
+def convert(function, model, path=None, data_argument=None, **kwargs):
     """Runs `keras_compress.convert.<function>(model, **kwargs)` in the
     TensorFlow worker and returns the bytes it wrote.
 
     Args:
         function: `"to_tflite"` or `"to_onnx"`.
         model: A built model of the current (non-TensorFlow) backend.
+        path: Where to write the file as well (atomically), or None.
         data_argument: The name of a keyword argument holding input arrays
             (e.g. `"representative_data"`), sent as a `.npz` file.
         **kwargs: JSON-serializable arguments of `function`, plus the data.
@@ -120,7 +122,10 @@ def convert(function, model, data_argument=None, **kwargs):
                 f"worker that converts {keras.backend.backend()} models)"
             )
         with open(output_path, "rb") as file:
-            return file.read()
+            content = file.read()
+    if path is not None:
+        _files.write_atomically(path, content)
+    return content
 
 
 class _Worker:

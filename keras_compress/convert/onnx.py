@@ -112,16 +112,14 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
         # Fail before any conversion work on a path that cannot be written.
         path = _files.check_output_path(path, "model.onnx")
     if _tensorflow_worker.needs_worker():
-        content = _tensorflow_worker.convert(
+        return _tensorflow_worker.convert(
             "to_onnx",
             model,
+            path,
             opset=opset,
             dynamic_batch=dynamic_batch,
             float16=float16,
         )
-        if path is not None:
-            _files.write_atomically(path, content)
-        return content
     import tensorflow as tf
 
     tf2onnx = _tf2onnx()

@@ -76,6 +76,13 @@ class OwningModel(keras.Model):
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
+    @staticmethod
+    def wrapper_arguments(entry):
+        """The wrapper's constructor arguments held in `entry`."""
+        return {
+            k: v for k, v in entry.items() if k not in ("index", "class_name")
+        }
+
     def serialized_entries(self):
         """`entries`, with their Keras objects serialized (for the config)."""
         return [dict(entry) for entry in self.entries]
@@ -124,10 +131,7 @@ def _call_input_shapes(model, layers, input_shape):
         object.__setattr__(layer, "call", recorder)
         recorders.append(recorder)
     try:
-        specs = keras.tree.map_shape_structure(
-            lambda shape: keras.KerasTensor(shape), input_shape
-        )
-        model.compute_output_spec(specs)
+        model.compute_output_spec(rewrite.symbolic_inputs(input_shape))
     finally:
         for layer, recorder in zip(layers, recorders):
             object.__setattr__(layer, "call", recorder.call)

@@ -96,9 +96,7 @@ def _output_shape(model, argument):
             return None
         try:
             spec = model.compute_output_spec(
-                keras.tree.map_shape_structure(
-                    lambda shape: keras.KerasTensor(shape), input_shape
-                )
+                rewrite.symbolic_inputs(input_shape)
             )
         except Exception:  # noqa: BLE001 - any failure: check at run time
             return None

@@ -64,9 +64,7 @@ class PrunedModel(core.OwningModel):
         return self.entries
 
     def attach(self, layer, entry, input_shape):
-        params = {
-            k: v for k, v in entry.items() if k not in ("index", "class_name")
-        }
+        params = self.wrapper_arguments(entry)
         wrapper = wrapper_lib.PruneLowMagnitude(layer, **params)
         # Masks and steps stay this model's own variables, as in the files
         # earlier releases wrote.

@@ -36,6 +36,7 @@ from keras import layers as L
 from keras import ops
 
 from keras_compress import core
+from keras_compress import rewrite
 from keras_compress.clustering import constraints as cluster_constraints
 from keras_compress.core import keras_private
 from keras_compress.quantization import batch_norm_folding as folding
@@ -65,10 +66,9 @@ def output_shape_of(layer, input_shape):
     try:
         return layer.compute_output_shape(input_shape)
     except NotImplementedError:
-        specs = keras.tree.map_shape_structure(
-            lambda shape: keras.KerasTensor(shape), input_shape
+        outputs = layer.compute_output_spec(
+            rewrite.symbolic_inputs(input_shape)
         )
-        outputs = layer.compute_output_spec(specs)
         return keras.tree.map_structure(lambda t: t.shape, outputs)
 
 
