@@ -9,6 +9,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compress import rewrite
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
@@ -143,9 +144,10 @@ def to_tflite(
         )
 
     if _tensorflow_worker.needs_worker():
-        content = _tensorflow_worker.convert(
+        return _tensorflow_worker.convert(
             "to_tflite",
             model,
+            path,
             "representative_data",
             mode=mode,
             representative_data=representative_data,
@@ -155,9 +157,6 @@ def to_tflite(
             num_calibration_samples=num_calibration_samples,
             verbose=0,
         )
-        if path is not None:
-            _files.write_atomically(path, content)
-        return content
     import tensorflow as tf
 
     calibrate = mode in _INTEGER_MODES and representative_data is not None
@@ -185,6 +184,7 @@ def to_tflite(
 
     with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
         saved_model_dir = os.path.join(tmp, "saved_model")
+        _make_exportable(model)
         model.export(saved_model_dir, format="tf_saved_model", verbose=False)
         if mode == "int8" and not calibrate:
             _check_fake_quant_ranges(saved_model_dir)
@@ -215,6 +215,19 @@ def to_tflite(
     if path is not None:
         _files.write_atomically(path, content)
     return content
+
+
+def _make_exportable(model):
+    """Calls a built but never-called model once on symbolic inputs.
+
+    A subclassed model loaded from a `.keras` file is built from its build
+    config but has never been called, and `Model.export` refuses it.
+    """
+    if keras_private.has_been_called(model):
+        return
+    input_shape = (model.get_build_config() or {}).get("input_shape")
+    if input_shape is not None:
+        rewrite.call_symbolically(model, input_shape)
 
 
 # LiteRT 2.3's sparse integer FULLY_CONNECTED kernel returns wrong values

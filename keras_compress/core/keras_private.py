@@ -25,6 +25,7 @@ __all__ = [
     "child_layers",
     "current_training",
     "flatten_layers",
+    "has_been_called",
     "functional_graph",
     "inbound_node",
     "nodes_by_depth",
@@ -82,6 +83,11 @@ def producer(tensor):
 def inbound_node(layer, index):
     """The `index`-th call node of `layer` in the graphs it is used in."""
     return layer._inbound_nodes[index]
+
+
+def has_been_called(layer):
+    """Whether `layer` was ever called (Keras's exporters require it)."""
+    return layer._called
 
 
 def sync_jax_state(model):

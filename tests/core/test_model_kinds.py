@@ -64,6 +64,20 @@ def test_stripped_subclassed_model_exports_without_a_call():
     )
 
 
+def test_subclassed_model_loaded_from_a_file_converts(tmp_path):
+    # Loading builds the model from its build config without calling it.
+    path = str(tmp_path / "model.keras")
+    _subclassed().save(path)
+    loaded = keras.saving.load_model(path)
+    x, _ = _data(4)
+    blob = kc.convert.to_tflite(loaded)
+    np.testing.assert_allclose(
+        interpreter.run_tflite(blob, x),
+        keras.ops.convert_to_numpy(loaded(x)),
+        atol=1e-5,
+    )
+
+
 def test_qat_of_graph_with_stateless_ops():
     # `x * 0.5 + y` on symbolic tensors adds keras.ops nodes (not layers)
     # to the graph, as keras.applications' MobileNetV3 does.
