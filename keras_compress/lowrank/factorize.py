@@ -341,7 +341,9 @@ def factorize_layer(layer, rank):
     down.kernel.assign(down_matrix.reshape(kernel_shapes[0]))
     up.kernel.assign(up_matrix.reshape(kernel_shapes[1]))
     if layer.use_bias:
-        up.bias.assign(layer.bias)
+        # A copy: on JAX `assign(variable)` shares the array, and a jit
+        # train step of the new model donates (deletes) it.
+        up.bias.assign(keras.ops.convert_to_numpy(layer.bias).copy())
     return block
 
 

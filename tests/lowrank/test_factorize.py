@@ -276,3 +276,19 @@ def test_subclassed_models_and_bad_layer_lists():
             lowrank.factorize(nested, rank=2, layers=[name])
     with pytest.raises(TypeError, match="list of layer names"):
         lowrank.factorize(nested, rank=2, layers="middle")
+
+
+def test_original_model_survives_training_the_factorized_copy():
+    # On JAX a bias shared by reference was donated (deleted) by the
+    # copy's jit train step; CI runs this test on JAX and torch too.
+    inputs = keras.Input((32,))
+    outputs = keras.layers.Dense(4)(keras.layers.Dense(32)(inputs))
+    model = keras.Model(inputs, outputs)
+    before = [w.copy() for w in model.get_weights()]
+    factorized = kc.lowrank.factorize(model, rank=2)
+    factorized.compile("adam", "mse")
+    factorized.fit(
+        np.ones((32, 32), "float32"), np.ones((32, 4), "float32"), verbose=0
+    )
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
