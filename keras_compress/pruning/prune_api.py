@@ -174,6 +174,12 @@ def prune_low_magnitude(
         result = rewrite.clone_and_replace(model, replace)
     else:
         result = _prune_subclassed(model, should_prune, params, pruned_names)
+    if not pruned_names and left_dense:
+        raise ValueError(
+            f"sparsity_m_by_n={tuple(sparsity_m_by_n)} fits no layer of "
+            f"model '{model.name}': {', '.join(left_dense)}. Choose an m "
+            "that divides the layers' input channels."
+        )
     if not pruned_names:
         raise ValueError(
             f"Model '{model.name}' has no layer to prune with "
