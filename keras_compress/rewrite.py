@@ -258,6 +258,70 @@ def copy_layer(layer):
     return clone
 
 
+def inline_nested_models(model):
+    """A flat copy of `model` with its nested graph models inlined.
+
+    Each nested Sequential/Functional model is replaced by copies of its
+    layers, called on the same tensors; nothing else changes. Techniques
+    that follow tensors across layers (channel pruning) then see one graph.
+    A copied layer keeps its name, prefixed with its nested model's name if
+    another layer already has it (`"block_conv2d"`).
+
+    Args:
+        model: A built Sequential or Functional model.
+
+    Returns:
+        `model` itself if it has no nested graph model, else a new
+        Functional model computing the same function; `model` is unchanged.
+    """
+    if not any(
+        is_graph_model(layer) for layer in keras_private.child_layers(model)
+    ):
+        return model
+    names = {
+        layer.name
+        for layer in keras_private.child_layers(model)
+        if not is_graph_model(layer)
+    }
+    copies = {}
+
+    def copied(layer, prefix):
+        if id(layer) not in copies:
+            clone = copy_layer(layer)
+            if prefix is not None and isinstance(clone, keras.layers.Layer):
+                if clone.name in names:
+                    clone.name = f"{prefix}_{clone.name}"
+                if clone.name in names:
+                    raise ValueError(
+                        f"Cannot inline '{prefix}': the model already has "
+                        f"a layer named '{clone.name}'. Rename one of them."
+                    )
+                names.add(clone.name)
+            copies[id(layer)] = clone
+        return copies[id(layer)]
+
+    def run(graph_model, inputs, prefix):
+        def call(layer, *args, **kwargs):
+            if is_graph_model(layer):
+                # A nested model's call arguments (training, mask) reach
+                # its layers through Keras's call context.
+                return run(layer, args[0], layer.name)
+            return copied(layer, prefix)(*args, **kwargs)
+
+        graph = keras_private.functional_graph(graph_model)
+        return keras_private.run_through_graph(graph, inputs, call)
+
+    graph = keras_private.functional_graph(model)
+    inputs = keras.tree.map_structure(
+        lambda t: keras.Input(
+            batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0]
+        ),
+        graph._inputs_struct,
+    )
+    outputs = run(model, inputs, None)  # the outer layers keep their names
+    return keras.Model(inputs, outputs, name=model.name)
+
+
 def symbolic_inputs(input_shape):
     """`keras.KerasTensor`s of `input_shape` (a shape or a nest of them)."""
     return keras.tree.map_shape_structure(

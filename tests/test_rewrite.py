@@ -139,3 +139,29 @@ def test_recorded_leaf_layers_finds_layers_and_rejects_a_changed_class():
         rewrite.recorded_leaf_layers(
             owner, model, [{"index": 99, "class_name": "Dense"}], (None, 16)
         )
+
+
+def test_inline_nested_models_flattens_and_computes_the_same():
+    inner = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(5, name="fc")], name="inner"
+    )
+    inputs = keras.Input((6,))
+    x = keras.layers.Dense(6, name="fc")(inputs)  # the same name as inside
+    x = inner(keras.layers.ReLU(name="relu")(x))
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(x))
+    flat = rewrite.inline_nested_models(model)
+    assert [layer.name for layer in flat.layers] == [
+        flat.layers[0].name,
+        "fc",
+        "relu",
+        "inner_fc",  # renamed: the outer model has an "fc" already
+        "out",
+    ]
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    np.testing.assert_allclose(flat(x), model(x), atol=1e-6)
+    # Copies: the user's model keeps its own, nested layers.
+    assert model.get_layer("inner").get_layer("fc").kernel is not (
+        flat.get_layer("inner_fc").kernel
+    )
+    flat_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    assert rewrite.inline_nested_models(flat_model) is flat_model

@@ -48,7 +48,14 @@ def _allocated_interpreter(content, num_threads=None, shapes=None):
                 ):
                     interpreter.resize_tensor_input(detail["index"], shape)
             interpreter.allocate_tensors()
-            # XNNPACK reports some refusals only at the first invoke.
+            # XNNPACK reports some refusals only at the first invoke. Run
+            # it on zeros: uninitialized memory is out of range for GATHER
+            # (an Embedding's token ids).
+            for detail in interpreter.get_input_details():
+                interpreter.set_tensor(
+                    detail["index"],
+                    np.zeros(detail["shape"], detail["dtype"]),
+                )
             interpreter.invoke()
             return interpreter
         except (RuntimeError, ValueError) as error:

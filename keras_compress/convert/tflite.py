@@ -14,6 +14,7 @@ from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
 from keras_compress.convert import _precision
+from keras_compress.convert import _recurrent
 from keras_compress.convert import _tensorflow_worker
 from keras_compress.core import keras_private
 
@@ -185,7 +186,10 @@ def to_tflite(
     with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
         saved_model_dir = os.path.join(tmp, "saved_model")
         _make_exportable(model)
-        model.export(saved_model_dir, format="tf_saved_model", verbose=False)
+        with _recurrent.unrolled(model) as rolled:
+            model.export(
+                saved_model_dir, format="tf_saved_model", verbose=False
+            )
         if mode == "int8" and not calibrate:
             _check_fake_quant_ranges(saved_model_dir)
             _warn_if_ranges_never_learned(source)
@@ -207,7 +211,7 @@ def to_tflite(
             content = converter.convert()
         except Exception as error:
             raise _conversion_error(
-                error, mode, allow_select_tf_ops, source
+                error, mode, allow_select_tf_ops, source, rolled
             ) from error
 
     if mode == "dynamic":
@@ -543,7 +547,9 @@ _CUSTOM_OPS_PATTERN = re.compile(r"(?:Custom|Flex) ops: ([\w, ]+)")
 _LOCATION_PATTERN = re.compile(r'fused\["(\w+):", "([^"@]+)@')
 
 
-def _conversion_error(error, mode, allow_select_tf_ops, model=None):
+def _conversion_error(
+    error, mode, allow_select_tf_ops, model=None, rolled_layers=()
+):
     message = str(error)
     ops = list(dict.fromkeys(_OP_PATTERN.findall(message)))
     for match in _CUSTOM_OPS_PATTERN.findall(message):
@@ -566,6 +572,13 @@ def _conversion_error(error, mode, allow_select_tf_ops, model=None):
         ]
     named = f" at op(s) {', '.join(ops)}" if ops else ""
     hints = []
+    if rolled_layers and "TensorList" in message:
+        names = ", ".join(repr(layer.name) for layer in rolled_layers)
+        hints.append(
+            f"give the recurrent layer(s) {names} a fixed sequence length "
+            "(e.g. `keras.Input((steps, features))`): their loop converts "
+            "only unrolled, and an unknown length cannot be unrolled"
+        )
     if not allow_select_tf_ops:
         hints.append(
             "pass `allow_select_tf_ops=True` to run unsupported ops as "

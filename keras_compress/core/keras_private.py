@@ -64,6 +64,12 @@ def functional_graph(model):
     return model if isinstance(model, Functional) else None
 
 
+def run_through_graph(graph, inputs, call_fn):
+    """Runs a Functional graph on `inputs`, each layer call through
+    `call_fn(layer, *args, **kwargs)` (Keras's own graph walk)."""
+    return graph._run_through_graph(inputs, call_fn=call_fn)
+
+
 def nodes_by_depth(graph):
     """`{depth: [node, ...]}` of a Functional graph."""
     return graph._nodes_by_depth

@@ -166,6 +166,12 @@ def compress(
     )
     loss = _loss(model, loss)
     recipe = _as_recipe(recipe)
+    # Refuse what a step cannot do before anything trains.
+    if recipe is not None:
+        for step in recipe.steps:
+            step.check(model)
+    elif targets_lib.is_integer_target(target):
+        steps_lib.QuantizeAware().check(model)  # the built recipes end in QAT
     if teacher is None and distill:
         teacher = model
     log = print if verbose else (lambda *args: None)

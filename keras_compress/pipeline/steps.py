@@ -16,6 +16,7 @@ from keras_compress import pruning
 from keras_compress import quantization
 from keras_compress import rewrite
 from keras_compress.pruning import prune_api
+from keras_compress.quantization import quantize_api
 
 
 @dataclasses.dataclass
@@ -192,6 +193,13 @@ class Step:
         """
         raise NotImplementedError
 
+    def check(self, model):
+        """Raises a `ValueError` if the step cannot run on `model`.
+
+        Called for every step before any step trains, so that a recipe
+        fails in seconds rather than after the steps before it.
+        """
+
     def get_config(self):
         raise NotImplementedError
 
@@ -312,14 +320,19 @@ class Prune(Step):
         if not plan:
             return None
         # Keys are layer paths (what the sensitivity scan reports, e.g.
-        # "block/conv") or plain layer names.
+        # "block/conv") or plain layer names. Composite layers (a
+        # MultiHeadAttention, an LSTM) are pruned as one unit, so their
+        # paths count too.
         by_key = {}
-        for path, layer in rewrite.iter_layers(model):
+        for path, layer in rewrite.iter_layers(model, include_models=True):
             by_key.setdefault(path, layer)
             by_key.setdefault(layer.name, layer)
         unknown = sorted(set(plan) - set(by_key))
         if unknown:
-            paths = sorted(path for path, _ in rewrite.iter_layers(model))
+            paths = sorted(
+                path
+                for path, _ in rewrite.iter_layers(model, include_models=True)
+            )
             raise ValueError(
                 f"Step 'prune': layers {unknown} are not in '{model.name}'. "
                 f"Its layers: {paths}."
@@ -496,6 +509,9 @@ class QuantizeAware(Step):
         self.learning_rate = float(learning_rate)
         self.scheme = scheme
         self.preserve_clusters = preserve_clusters
+
+    def check(self, model):
+        quantize_api.check_supported(model)
 
     def apply(self, model, context):
         with context.scope():

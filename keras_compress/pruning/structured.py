@@ -337,6 +337,7 @@ def channel_plan(
         "would cut the model in two.",
     )
     _check_positive_int(round_to, "round_to")
+    model = _flat(model)
     graph = channel_groups.analyze_channels(model)
     selected = _selected_groups(model, graph, layers, ratio)
     skipped = {}
@@ -407,7 +408,14 @@ def prune_channels(
 
     Returns:
         A new Sequential/Functional `keras.Model` made of plain Keras
-        layers (it saves and converts like any other).
+        layers (it saves and converts like any other). Nested Sequential
+        and Functional models are inlined (their channels are pruned too):
+        the new model is flat, its layers keep their names.
+
+    Raises:
+        ValueError: If no channel can be removed at all (every Dense or
+            convolution output is a model output or feeds a layer whose
+            channels cannot be followed, such as an LSTM).
 
     Example:
 
@@ -430,18 +438,42 @@ def prune_channels(
         min_channels=min_channels,
         round_to=round_to,
     )
+    if not plan.keep and not any(
+        group.producers and group.blocked is None
+        for group in plan.graph.groups
+    ):
+        raise ValueError(
+            f"prune_channels() found no channel it can remove in "
+            f"'{model.name}': every Dense/convolution output is left "
+            "whole (a model output, or read by a layer whose channels it "
+            "cannot follow, e.g. LSTM, MultiHeadAttention, Embedding). "
+            "Prune such models with "
+            "keras_compress.pruning.prune_low_magnitude instead.\n"
+            f"{plan}"
+        )
     return apply_channel_plan(model, plan)
 
 
+def _flat(model):
+    """`model` with nested Sequential/Functional models inlined, so that
+    their channels are pruned with the rest of the graph (the smaller
+    model is flat; its layers keep their names)."""
+    if rewrite.is_graph_model(model):
+        return rewrite.inline_nested_models(model)
+    return model
+
+
 def _matching_graph(model, plan):
-    """`model`'s ChannelGraph, checked to match the plan's groups."""
+    """`(model, graph)`: `model` flattened like the plan's (nested models
+    inlined) and its ChannelGraph, checked to match the plan's groups."""
     if not isinstance(plan, ChannelPruningPlan):
         raise TypeError(
             f"`plan` must be a ChannelPruningPlan (from channel_plan()), "
             f"got {type(plan).__name__}."
         )
     if model is plan.graph.model:
-        return plan.graph
+        return model, plan.graph
+    model = _flat(model)
     graph = channel_groups.analyze_channels(model)
     mine = [(g.producers, g.size) for g in graph.groups]
     theirs = [(g.producers, g.size) for g in plan.graph.groups]
@@ -451,7 +483,7 @@ def _matching_graph(model, plan):
             f"layers and channels differ from those of '{model.name}'. Make "
             "a plan for this model with channel_plan()."
         )
-    return graph
+    return model, graph
 
 
 def _changes(graph, plan):
@@ -527,7 +559,7 @@ def apply_channel_plan(model, plan):
     small = apply_channel_plan(model, plan)
     ```
     """
-    graph = _matching_graph(model, plan)
+    model, graph = _matching_graph(model, plan)
     changes = _changes(graph, plan)
     by_id = {id(model.get_layer(name)): name for name in changes}
 
@@ -557,9 +589,10 @@ def mask_channels(model, plan):
         plan: A `ChannelPruningPlan`.
 
     Returns:
-        A new model with the same layers as `model`.
+        A new model with the same layers as `model` (nested Sequential and
+        Functional models inlined, as in `apply_channel_plan`).
     """
-    graph = _matching_graph(model, plan)
+    model, graph = _matching_graph(model, plan)
     masked = rewrite.clone_and_replace(model, lambda _: None)
     for kernel, removed in _consumer_rows(masked, graph, plan):
         value = keras.ops.convert_to_numpy(kernel).copy()
@@ -669,7 +702,21 @@ class GradualChannelPruning(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self._pruned_model()
-        graph = _matching_graph(model, self.plan)
+        nested = [
+            layer.name
+            for layer in keras_private.child_layers(model)
+            if rewrite.is_graph_model(layer)
+        ]
+        if nested:
+            raise ValueError(
+                f"GradualChannelPruning: model '{model.name}' nests the "
+                f"model(s) {nested}, and the fading channels are followed "
+                "through one flat graph. Train the flat copy that "
+                "channel pruning uses, "
+                "`keras_compress.rewrite.inline_nested_models(model)`, or "
+                "use prune_channels() (which inlines for you)."
+            )
+        model, graph = _matching_graph(model, self.plan)
         self._rows = _consumer_rows(model, graph, self.plan)
 
     def on_train_batch_end(self, batch, logs=None):

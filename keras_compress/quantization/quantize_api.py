@@ -215,6 +215,7 @@ def _quantize(
                 f"Model '{model.name}' is already quantized (layer "
                 f"'{layer.name}')."
             )
+    check_supported(model, quantize_configs)
     rewriter = _Rewriter(
         scheme,
         layers_to_quantize,
@@ -230,6 +231,34 @@ def _quantize(
         result = rewriter.quantize_subclassed(model, quantize_inputs=True)
     rewriter.report()
     return result
+
+
+def check_supported(model, quantize_configs=None):
+    """Refuses recurrent layers (LSTM, GRU, ...) that have no QuantizeConfig.
+
+    QAT has no fake-quant simulation of a time loop, and LiteRT's int8 file
+    computes the unrolled loop's gates in int8 with the fixed LOGISTIC/TANH
+    output scales: on a small Embedding + LSTM model the file's outputs were
+    up to 22 quantization steps away from the trained model's. A model
+    that trains without error and then disagrees with its file is worse than
+    a refusal before training.
+    """
+    for layer in _all_layers(model):
+        if not isinstance(
+            layer, (keras.layers.RNN, keras.layers.Bidirectional)
+        ) or layer.name in (quantize_configs or {}):
+            continue
+        raise ValueError(
+            f"Layer '{layer.name}' ({type(layer).__name__}) is recurrent, "
+            "and quantization-aware training cannot simulate it: an int8 "
+            "file would compute its loop in int8 with fixed gate scales, "
+            "not what the trained model computes. Train the model in float "
+            "and convert it after training instead: "
+            "`to_tflite(model, 'dynamic')` (int8 weights, float "
+            "activations) or `to_tflite(model, 'int8', "
+            "representative_data=x)` (post-training int8; check its "
+            "accuracy with `verify`)."
+        )
 
 
 class _Rewriter:
@@ -274,6 +303,7 @@ class _Rewriter:
             )
         self.float_layers = []
         self.quantized = []
+        self._plans = {}  # id(graph model) -> (nodes, plans), planned once
 
     # Planning.
 
@@ -361,6 +391,21 @@ class _Rewriter:
             (tensor,) = node.input_tensors
             source = owner_of(tensor)
             source_plan = plans.get(id(source))
+            if (
+                source_plan is not None
+                and source_plan.role == "nested"
+                and calls.sole_consumer(tensor) is op
+                and uses[id(source)] == 1
+            ):
+                # A nested model ending in Conv/Dense (-> BN), then a ReLU
+                # out here: LiteRT fuses them into one op, so the ReLU
+                # moves into the nested model's last wrapper.
+                relu = schemes_lib.relu_layer_activation(plan.layer)
+                last = self._fusable_output(source) if relu else None
+                if last is not None:
+                    last.activation = relu
+                    plans[id(op)] = _Plan("drop", plan.layer, owner=source)
+                continue
             exclusive = (
                 calls.sole_consumer(tensor) is op
                 and source_plan is not None
@@ -423,6 +468,41 @@ class _Rewriter:
                 )
         return nodes, plans
 
+    def _planned(self, model):
+        """`(nodes, plans)` of a graph model, planned once per rewrite."""
+        if id(model) not in self._plans:
+            graph = keras_private.functional_graph(model)
+            self._plans[id(model)] = self._plan_graph(graph, model)
+        return self._plans[id(model)]
+
+    def _fusable_output(self, model):
+        """The plan of the wrapper that computes nested `model`'s only
+        output, if an activation can be fused into it; else `None`."""
+        graph = keras_private.functional_graph(model)
+        if len(graph.outputs) != 1:
+            return None
+        _, plans = self._planned(model)
+        calls = rewrite.graph_calls(graph)
+        (tensor,) = graph.outputs
+        if calls.consumers.get(id(tensor)) != [None]:
+            return None
+        layer = keras_private.producer(tensor)
+        plan = plans.get(id(layer))
+        if plan is not None and plan.role == "drop":
+            layer, plan = plan.owner, plans.get(id(plan.owner))
+        if (
+            plan is None
+            or plan.role != "wrap"
+            or calls.uses.get(id(layer)) != 1
+            or not isinstance(plan.layer, wrapper_lib._ACTIVATION_OWNERS)
+            or plan.activation is not None
+            or not wrapper_lib._is_linear(
+                getattr(plan.layer, "activation", None)
+            )
+        ):
+            return None
+        return plan
+
     def _share_concat_scale(
         self, tensor, consumer, plans, uses, consumers, owner_of, node_of
     ):
@@ -462,7 +542,7 @@ class _Rewriter:
     def quantize_graph(self, model, input_states):
         """Returns `(new_model, output_states)` for a graph model."""
         graph = keras_private.functional_graph(model)
-        nodes, plans = self._plan_graph(graph, model)
+        nodes, plans = self._planned(model)
         new_inputs = [
             keras.Input(
                 batch_shape=t.shape,

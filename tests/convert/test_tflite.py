@@ -545,3 +545,32 @@ def test_sparse_integer_refuses_a_shallow_dense_layer():
     expected = model.predict(x, verbose=0)
     diff = np.max(np.abs(run_tflite(dense, x) - expected))
     assert diff < INT8_RTOL * np.ptp(expected)
+
+
+def _token_lstm(steps):
+    inputs = keras.Input((steps,), dtype="int32")
+    x = keras.layers.Embedding(20, 8)(inputs)
+    x = keras.layers.LSTM(8, name="lstm")(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize("mode", ["float32", "int8"])
+def test_lstm_with_a_known_length_converts_unrolled(mode):
+    model = _token_lstm(steps=6)
+    x = np.random.default_rng(0).integers(0, 20, size=(32, 6)).astype("int32")
+    options = {"representative_data": x} if mode == "int8" else {}
+    content = to_tflite(model, mode, verbose=0, **options)
+    ops = {op.op_name for op in op_details(content)}
+    assert "WHILE" not in ops  # the loop is unrolled, batch stays dynamic
+    expected = model.predict(x, verbose=0)
+    diff = np.abs(run_tflite(content, x) - expected).max()
+    assert diff <= (1e-5 if mode == "float32" else 0.05), diff
+    # Unrolled only while exporting: the user's layer is unchanged.
+    assert model.get_layer("lstm").unroll is False
+
+
+def test_lstm_of_unknown_length_error_says_to_fix_the_length():
+    model = _token_lstm(steps=None)
+    with pytest.raises(RuntimeError, match="'lstm'.*fixed sequence length"):
+        to_tflite(model, "float32", verbose=0)
+    assert model.get_layer("lstm").unroll is False

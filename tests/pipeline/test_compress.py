@@ -228,3 +228,34 @@ def test_uncompiled_model_needs_a_loss(task):
     uncompiled = keras.Model(model.inputs, model.outputs)
     with pytest.raises(ValueError, match="pass `loss=`"):
         pipeline.compress(uncompiled, train, val, verbose=0)
+
+
+@pytest.mark.parametrize("given_recipe", [False, True])
+def test_a_step_that_cannot_run_fails_before_any_training(
+    given_recipe, monkeypatch
+):
+    import keras
+
+    inputs = keras.Input((5,), dtype="int32")
+    x = keras.layers.LSTM(4, name="lstm")(keras.layers.Embedding(10, 4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    # Budget recipes for an int8 target end in QAT, as this one does.
+    recipe = (
+        [pipeline.Prune(0.5), pipeline.QuantizeAware()] if given_recipe else None
+    )
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("compress() trained before refusing the recipe")
+
+    monkeypatch.setattr(pipeline.steps.TrainingContext, "fit", no_training)
+    data = (np.zeros((8, 5), "int32"), np.zeros(8, "int32"))
+    with pytest.raises(ValueError, match="'lstm' \\(LSTM\\) is recurrent"):
+        pipeline.compress(
+            model,
+            data,
+            data,
+            target="tflite-int8",
+            recipe=recipe,
+            loss="sparse_categorical_crossentropy",
+            verbose=0,
+        )

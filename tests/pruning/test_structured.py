@@ -258,18 +258,34 @@ def test_concatenate_offsets_and_depthwise_follow_their_producers():
     assert small.get_layer("sep").pointwise_kernel.shape == (1, 1, 4, 3)
 
 
-def test_nested_model_is_kept_whole_and_outer_layers_pruned():
+def test_nested_model_is_inlined_and_its_channels_pruned():
     model, x = _model_and_data("nested")
     plan = structured.channel_plan(model, 0.5)
     small = structured.apply_channel_plan(model, plan)
-    assert small.get_layer("a").kernel.shape == (8, 5)
+    # The nested Sequential's layers join the outer graph, names kept.
+    assert not any(isinstance(layer, keras.Model) for layer in small.layers)
+    assert small.get_layer("inner_fc").kernel.shape == (6, 4)
+    assert small.get_layer("a").kernel.shape == (4, 5)
     assert small.get_layer("b").kernel.shape == (5, 4)
-    inner = small.get_layer("inner")
-    assert inner.get_layer("inner_fc").kernel.shape == (6, 8)
-    np.testing.assert_array_equal(
-        inner.get_layer("inner_fc").kernel.numpy(),
-        model.get_layer("inner").get_layer("inner_fc").kernel.numpy(),
+    # The smaller model computes what the masked one does, and the user's
+    # nested model is unchanged.
+    masked = structured.mask_channels(model, plan)
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), masked.predict(x, verbose=0), atol=1e-5
     )
+    assert model.get_layer("inner").get_layer("inner_fc").kernel.shape == (
+        6,
+        8,
+    )
+
+
+def test_channel_pruning_that_can_remove_nothing_raises():
+    inputs = keras.Input((5,), dtype="int32")
+    x = L.Embedding(10, 4)(inputs)
+    x = L.LSTM(6, name="lstm")(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x))
+    with pytest.raises(ValueError, match="found no channel.*prune_low"):
+        structured.prune_channels(model, 0.5)
 
 
 def test_squeeze_excite_gate_is_pruned_with_its_conv():

@@ -492,3 +492,53 @@ def test_no_quantizable_layer_raises():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="No layer was quantized"):
             q.quantize_model(model)
+
+
+def test_relu_after_a_nested_model_is_fused_into_its_last_layer():
+    # Conv -> BN inside a nested Sequential, then a ReLU outside: LiteRT
+    # fuses CONV_2D+RELU, so the ReLU must move into the nested wrapper
+    # (a separate fake-quant before it would round differently).
+    block = keras.Sequential(
+        [
+            keras.Input((6, 6, 4)),
+            L.Conv2D(4, 3, padding="same", name="block_conv"),
+            L.BatchNormalization(name="block_bn"),
+        ],
+        name="block",
+    )
+    inputs = keras.Input((6, 6, 4))
+    x = L.ReLU(name="after_block")(block(inputs))
+    outputs = L.Dense(3)(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    model.get_layer("block").get_layer("block_bn").set_weights(
+        [np.full(4, 1.5), np.full(4, -0.2), np.full(4, 0.3), np.full(4, 2.0)]
+    )
+    x = np.random.default_rng(0).normal(size=(256, 6, 6, 4)).astype("float32")
+    qat = q.quantize_model(model)
+    names = [layer.name for layer in qat.layers]
+    assert "after_block" not in names
+    wrapper = qat.get_layer("block").layers[-1]
+    assert wrapper.batch_norm is not None
+    assert wrapper.activation is keras.activations.relu
+    # Trained, not only observed: a folded BatchNorm computes with batch
+    # statistics in training mode, so observed ranges would be off.
+    litert_checks.compile_and_fit(qat, x, np.arange(256) % 3)
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+@pytest.mark.parametrize("recurrent", ["lstm", "bidirectional_gru"])
+def test_recurrent_layers_are_refused_before_training(recurrent):
+    inputs = keras.Input((5,), dtype="int32")
+    x = L.Embedding(10, 4)(inputs)
+    if recurrent == "lstm":
+        x = L.LSTM(6, name="rnn")(x)
+    else:
+        x = L.Bidirectional(L.GRU(6), name="rnn")(x)
+    model = keras.Model(inputs, L.Dense(2)(x))
+    with pytest.raises(ValueError, match="Layer 'rnn' .* is recurrent.*dynamic"):
+        q.quantize_model(model)
