@@ -439,8 +439,7 @@ def prune_channels(
         round_to=round_to,
     )
     if not plan.keep and not any(
-        group.producers and group.blocked is None
-        for group in plan.graph.groups
+        group.producers and group.blocked is None for group in plan.graph.groups
     ):
         raise ValueError(
             f"prune_channels() found no channel it can remove in "

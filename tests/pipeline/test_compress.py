@@ -240,9 +240,9 @@ def test_a_step_that_cannot_run_fails_before_any_training(
     x = keras.layers.LSTM(4, name="lstm")(keras.layers.Embedding(10, 4)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     # Budget recipes for an int8 target end in QAT, as this one does.
-    recipe = (
-        [pipeline.Prune(0.5), pipeline.QuantizeAware()] if given_recipe else None
-    )
+    recipe = None
+    if given_recipe:
+        recipe = [pipeline.Prune(0.5), pipeline.QuantizeAware()]
 
     def no_training(*args, **kwargs):
         raise AssertionError("compress() trained before refusing the recipe")

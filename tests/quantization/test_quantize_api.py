@@ -540,5 +540,6 @@ def test_recurrent_layers_are_refused_before_training(recurrent):
     else:
         x = L.Bidirectional(L.GRU(6), name="rnn")(x)
     model = keras.Model(inputs, L.Dense(2)(x))
-    with pytest.raises(ValueError, match="Layer 'rnn' .* is recurrent.*dynamic"):
+    message = "Layer 'rnn' .* is recurrent.*dynamic"
+    with pytest.raises(ValueError, match=message):
         q.quantize_model(model)
