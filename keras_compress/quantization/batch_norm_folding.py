@@ -16,6 +16,7 @@ float model, whose statistics are already right.
 """
 
 import keras
+import numpy as np
 from keras import layers as L
 from keras import ops
 
@@ -162,3 +163,102 @@ def fold_batch_norm(layer, batch_norm):
     bias = layer.bias if layer.use_bias else None
     folded.bias.assign(fold_bias(bias, scale, offset))
     return folded
+
+
+class _CallRecorder:
+    """A layer's `call` that logs `(layer, inputs, outputs)` of each call."""
+
+    def __init__(self, layer, log):
+        self.layer = layer
+        self.call = layer.call
+        self.log = log
+
+    def __call__(self, inputs, *args, **kwargs):
+        outputs = self.call(inputs, *args, **kwargs)
+        self.log.append((self.layer, inputs, outputs))
+        return outputs
+
+
+def _with_calls(layers, calls, run):
+    """Runs `run()` with `layer.call` replaced by `calls[i]`, then restores."""
+    originals = [layer.call for layer in layers]
+    try:
+        for layer, call in zip(layers, calls):
+            object.__setattr__(layer, "call", call)
+        return run()
+    finally:
+        for layer, call in zip(layers, originals):
+            object.__setattr__(layer, "call", call)
+
+
+def subclassed_fold_pairs(model, layers, input_shape):
+    """The BatchNorms of a subclassed model that fold into the layer before.
+
+    A subclassed model's forward pass is Python code, so the pairs are found
+    by running it: once on symbolic inputs, logging what each of its leaf
+    layers takes and returns (a BatchNormalization whose input *is* the
+    output of one of `layers`, each called once), then once on numbers with
+    the pairs folded (the layer computing `bn(layer(x))`, the BatchNorm
+    passing its input through), kept only if the model's output does not
+    change. The second run catches what the log cannot see: the layer's
+    raw output also used by an op in `call()` (`x + bn(x)`).
+
+    Args:
+        model: A built subclassed model (a copy: its layers' `call` is
+            replaced while this runs, then restored).
+        layers: The layers that will be quantized (fold targets).
+        input_shape: The model's input shape (batch dimension `None`).
+
+    Returns:
+        `[(layer, batch_norm)]`.
+    """
+    from keras_compress import rewrite
+
+    leaves = rewrite.leaf_layers(model)
+    log = []
+    _with_calls(
+        leaves,
+        [_CallRecorder(layer, log) for layer in leaves],
+        lambda: model.compute_output_spec(rewrite.symbolic_inputs(input_shape)),
+    )
+    counts = {}
+    for layer, _, _ in log:
+        counts[id(layer)] = counts.get(id(layer), 0) + 1
+    targets = {id(layer) for layer in layers}
+    pairs = []
+    for batch_norm, inputs, _ in log:
+        if not isinstance(batch_norm, L.BatchNormalization):
+            continue
+        producer = next((p for p, _, out in log if out is inputs), None)
+        if (
+            producer is not None
+            and id(producer) in targets
+            and counts[id(producer)] == counts[id(batch_norm)] == 1
+            and why_not_foldable(producer, batch_norm) is None
+        ):
+            pairs.append((producer, batch_norm))
+    return [pair for pair in pairs if _folds_exactly(model, pair, input_shape)]
+
+
+def _folds_exactly(model, pair, input_shape):
+    if not isinstance(input_shape, (list, tuple)) or any(
+        not isinstance(d, int) for d in input_shape[1:]
+    ):
+        return False  # no sample to check on: leave the BatchNorm float
+    # Small non-negative integers: valid images and valid token ids alike.
+    x = np.random.default_rng(0).integers(0, 3, size=(2, *input_shape[1:]))
+    x = x.astype("float32")
+    reference = ops.convert_to_numpy(model(x, training=False))
+    layer, batch_norm = pair
+    layer_call, batch_norm_call = layer.call, batch_norm.call
+
+    def folded_call(inputs, *args, **kwargs):
+        return batch_norm_call(layer_call(inputs, *args, **kwargs), False)
+
+    folded = _with_calls(
+        [layer, batch_norm],
+        [folded_call, lambda inputs, *args, **kwargs: inputs],
+        lambda: ops.convert_to_numpy(model(x, training=False)),
+    )
+    scale = max(float(np.abs(reference).max()), 1.0)
+    return bool(np.allclose(folded, reference, rtol=1e-4, atol=1e-5 * scale))

@@ -30,6 +30,7 @@ from keras_compress import rewrite
 from keras_compress.core import batch_norm as core_batch_norm
 from keras_compress.core import keras_private
 from keras_compress.quantization import annotate as annotate_lib
+from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
 from keras_compress.quantization import quantized_model as qmodel_lib
@@ -715,21 +716,41 @@ class _Rewriter:
             for layer in originals
             for sub in keras_private.flatten_layers(layer, include_self=False)
         }
+        plans = [
+            None if id(original) in inner else self._plan_layer(original)
+            for original in originals
+        ]
+        # BatchNorms right after a quantized layer fold into it, as in
+        # graph models (found by running the model's Python forward pass).
+        wrapped = [
+            copied
+            for copied, plan in zip(copies, plans)
+            if plan is not None and plan.role == "wrap"
+        ]
+        position = {id(layer): index for index, layer in enumerate(copies)}
+        folds = {
+            position[id(layer)]: position[id(batch_norm)]
+            for layer, batch_norm in folding.subclassed_fold_pairs(
+                copy, wrapped, copy.get_build_config()["input_shape"]
+            )
+        }
+        folded = set(folds.values())
         entries = []
         for index, (original, copied) in enumerate(zip(originals, copies)):
-            if id(original) in inner:
+            plan = plans[index]
+            if plan is None or index in folded:
                 continue
-            plan = self._plan_layer(original)
             if plan.role == "wrap":
-                entries.append(
-                    {
-                        "index": index,
-                        "class_name": type(copied).__name__,
-                        "quantize_config": plan.config,
-                        "preserve_sparsity": self._keeps_sparsity(plan),
-                        "preserve_clusters": self.preserve_clusters,
-                    }
-                )
+                entry = {
+                    "index": index,
+                    "class_name": type(copied).__name__,
+                    "quantize_config": plan.config,
+                    "preserve_sparsity": self._keeps_sparsity(plan),
+                    "preserve_clusters": self.preserve_clusters,
+                }
+                if index in folds:
+                    entry["batch_norm_index"] = folds[index]
+                entries.append(entry)
                 self.quantized.append(original.name)
             elif plan.role == "float" and plan.why_float:
                 self.float_layers.append(

@@ -10,20 +10,36 @@ re-creates the same state before the weights are restored.
 
 What it cannot see, it cannot quantize: math written directly in the
 model's `call()` (`x + y`, `ops.concatenate`, ...) runs on float values,
-which LiteRT runs between DEQUANTIZE and QUANTIZE ops; BatchNorms are not
-folded (the order of layers is unknown), and a Concatenate's inputs keep
-their own ranges. Write those steps as layers (`keras.layers.Add()`, ...)
-to have them quantized.
+which LiteRT runs between DEQUANTIZE and QUANTIZE ops, and a
+Concatenate's inputs keep their own ranges. Write those steps as layers
+(`keras.layers.Add()`, ...) to have them quantized. A BatchNormalization
+called right after a quantized Dense/convolution is folded into it, as in
+graph models (an entry's `"batch_norm_index"`), when running the model
+shows that nothing else reads the layer's raw output.
 """
 
 import keras
 
 from keras_compress import core
+from keras_compress import rewrite
+from keras_compress.core import stateless
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
 from keras_compress.quantization import schemes as schemes_lib
 from keras_compress.quantization import wrapper as wrapper_lib
 
 _PACKAGE = "keras_compress"
+
+
+class _FoldedAway:
+    """What a folded BatchNorm's call is routed to: its input unchanged
+    (the wrapper of the layer before it applies it)."""
+
+    @staticmethod
+    def call(inputs, *args, **kwargs):
+        return inputs
+
+
+_FOLDED_AWAY = _FoldedAway()
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -87,9 +103,17 @@ class QuantizedModel(core.OwningModel):
             self.input_quantizer.build(input_shape)
 
     def attach(self, layer, entry, input_shape):
+        batch_norm = None
+        if entry.get("batch_norm_index") is not None:
+            # Folded into the wrapper; its own call passes values through.
+            batch_norm = rewrite.leaf_layers(self.model)[
+                entry["batch_norm_index"]
+            ]
+            stateless.route_call(batch_norm, _FOLDED_AWAY)
         wrapper = wrapper_lib.QuantizeWrapper(
             layer,
             quantize_config=entry["quantize_config"],
+            batch_norm=batch_norm,
             preserve_sparsity=entry.get("preserve_sparsity", False),
             preserve_clusters=entry.get("preserve_clusters", False),
             scheme=self.scheme,

@@ -543,3 +543,63 @@ def test_recurrent_layers_are_refused_before_training(recurrent):
     message = "Layer 'rnn' .* is recurrent.*dynamic"
     with pytest.raises(ValueError, match=message):
         q.quantize_model(model)
+
+
+@keras.saving.register_keras_serializable(package="keras_compress_tests")
+class ConvBatchNorm(keras.Model):
+    """Conv -> BN in a subclassed model; `reuse_raw=True` also adds the
+    conv's raw output (so the BatchNorm must not be folded)."""
+
+    def __init__(self, reuse_raw=False, **kwargs):
+        super().__init__(**kwargs)
+        self.reuse_raw = reuse_raw
+        self.conv = L.Conv2D(4, 3, padding="same")
+        self.bn = L.BatchNormalization()
+        self.pool = L.GlobalAveragePooling2D()
+        self.head = L.Dense(3)
+
+    def call(self, inputs, training=None):
+        raw = self.conv(inputs)
+        x = self.bn(raw, training=training)
+        if self.reuse_raw:
+            x = x + raw
+        return self.head(self.pool(x))
+
+    def get_config(self):
+        return {**super().get_config(), "reuse_raw": self.reuse_raw}
+
+
+@pytest.mark.parametrize("reuse_raw", [False, True])
+def test_subclassed_batch_norm_is_folded_when_nothing_else_reads_the_conv(
+    reuse_raw, tmp_path
+):
+    model = ConvBatchNorm(reuse_raw)
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    model(x)
+    model.bn.set_weights(
+        [np.full(4, 1.5), np.full(4, -0.2), np.full(4, 0.3), np.full(4, 2.0)]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        qat = q.quantize_model(model)
+    warned_bn = any("batch_normalization" in str(w.message) for w in caught)
+    conv_wrapper = qat.wrappers[0]
+    if reuse_raw:
+        assert conv_wrapper.batch_norm is None and warned_bn
+        return
+    assert conv_wrapper.batch_norm is not None and not warned_bn
+    litert_checks.compile_and_fit(qat, x, np.arange(64) % 3)
+    # The fold survives saving (the entry records the BatchNorm).
+    qat.save(tmp_path / "qat.keras")
+    loaded = keras.saving.load_model(tmp_path / "qat.keras")
+    assert loaded.wrappers[0].batch_norm is not None
+    np.testing.assert_allclose(
+        litert_checks.predict(loaded, x), litert_checks.predict(qat, x)
+    )
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
