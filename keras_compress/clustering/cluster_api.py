@@ -146,7 +146,7 @@ def cluster_weights(
 
     def replace(layer):
         if isinstance(layer, keras.Model):  # nested subclassed model
-            return _cluster_subclassed(
+            return clustered_model_lib.ClusteredModel.from_subclassed(
                 layer, should_cluster, params, clustered_names
             )
         if not should_cluster(layer):
@@ -157,7 +157,7 @@ def cluster_weights(
     if rewrite.is_graph_model(model):
         result = rewrite.clone_and_replace(model, replace)
     else:
-        result = _cluster_subclassed(
+        result = clustered_model_lib.ClusteredModel.from_subclassed(
             model, should_cluster, params, clustered_names
         )
     if not clustered_names:
@@ -171,19 +171,6 @@ def cluster_weights(
     if missing:
         raise ValueError(f"Could not cluster layers {sorted(missing)}.")
     return result
-
-
-def _cluster_subclassed(model, should_cluster, params, clustered_names):
-    """Copies a subclassed model into a `ClusteredModel`, or returns a copy."""
-    copy, entries, names = rewrite.copy_with_entries(
-        model, should_cluster, params
-    )
-    clustered_names.extend(names)
-    if not entries:
-        return copy
-    clustered = clustered_model_lib.ClusteredModel(copy, entries)
-    rewrite.call_symbolically(clustered, copy.get_build_config()["input_shape"])
-    return clustered
 
 
 def strip_clustering(model):

@@ -76,6 +76,28 @@ class OwningModel(keras.Model):
     def call(self, inputs, training=None):
         return self.model(inputs, training=training)
 
+    @classmethod
+    def from_subclassed(cls, model, select, params, names):
+        """Compresses the layers of a subclassed `model` that `select` picks.
+
+        Args:
+            model: A built subclassed model (not changed: a copy is owned).
+            select: `select(layer) -> bool` for its leaf layers.
+            params: `params(layer) -> dict`, the entry's technique settings.
+            names: A list the names of the chosen layers are appended to.
+
+        Returns:
+            An instance of `cls` owning a copy of `model`, called once on
+            symbolic inputs, or a plain copy if no layer was chosen.
+        """
+        copy, entries, chosen = rewrite.copy_with_entries(model, select, params)
+        names.extend(chosen)
+        if not entries:
+            return copy
+        owner = cls(copy, entries)
+        rewrite.call_symbolically(owner, copy.get_build_config()["input_shape"])
+        return owner
+
     @staticmethod
     def wrapper_arguments(entry):
         """The wrapper's constructor arguments held in `entry`."""

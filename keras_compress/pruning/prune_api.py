@@ -164,7 +164,9 @@ def prune_low_magnitude(
 
     def replace(layer):
         if isinstance(layer, keras.Model):  # nested subclassed model
-            return _prune_subclassed(layer, should_prune, params, pruned_names)
+            return pruned_model_lib.PrunedModel.from_subclassed(
+                layer, should_prune, params, pruned_names
+            )
         if not should_prune(layer):
             return None
         pruned_names.append(layer.name)
@@ -173,7 +175,9 @@ def prune_low_magnitude(
     if rewrite.is_graph_model(model):
         result = rewrite.clone_and_replace(model, replace)
     else:
-        result = _prune_subclassed(model, should_prune, params, pruned_names)
+        result = pruned_model_lib.PrunedModel.from_subclassed(
+            model, should_prune, params, pruned_names
+        )
     if not pruned_names and left_dense:
         raise ValueError(
             f"sparsity_m_by_n={tuple(sparsity_m_by_n)} fits no layer of "
@@ -198,19 +202,6 @@ def prune_low_magnitude(
             stacklevel=2,
         )
     return result
-
-
-def _prune_subclassed(model, should_prune, params, pruned_names):
-    """Copies a subclassed model into a `PrunedModel`, or returns a copy."""
-    copy, entries, names = rewrite.copy_with_entries(
-        model, should_prune, params
-    )
-    pruned_names.extend(names)
-    if not entries:
-        return copy
-    pruned = pruned_model_lib.PrunedModel(copy, entries)
-    rewrite.call_symbolically(pruned, copy.get_build_config()["input_shape"])
-    return pruned
 
 
 def prune_per_layer(model, schedules):
@@ -241,14 +232,18 @@ def prune_per_layer(model, schedules):
 
     def replace(layer):
         if isinstance(layer, keras.Model):  # nested subclassed model
-            return _prune_subclassed(layer, chosen, params, [])
+            return pruned_model_lib.PrunedModel.from_subclassed(
+                layer, chosen, params, []
+            )
         if not chosen(layer):
             return None
         return _wrap(rewrite.copy_layer(layer), params(layer))
 
     if rewrite.is_graph_model(model):
         return rewrite.clone_and_replace(model, replace)
-    return _prune_subclassed(model, chosen, params, [])
+    return pruned_model_lib.PrunedModel.from_subclassed(
+        model, chosen, params, []
+    )
 
 
 def get_pruners(model):
