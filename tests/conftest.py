@@ -13,6 +13,19 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+if keras.backend.backend() == "jax":
+    import jax
+
+    # Small models on JAX spend most of their test time compiling small XLA
+    # programs (eager ops, train steps); the persistent cache shares them
+    # between pytest-xdist workers and later runs.
+    jax.config.update(
+        "jax_compilation_cache_dir",
+        os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "jax"),
+    )
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 _cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(
     _cpus[0],

@@ -41,7 +41,14 @@ def demo_run(tmp_path_factory):
     return stdout.getvalue(), report, output
 
 
-def test_demo_prints_one_row_per_variant(demo_run):
+def test_demo_end_to_end(demo_run):
+    # One test for the one (100 s) demo run: two tests using the module
+    # fixture would each run it, once per pytest-xdist worker.
+    _check_rows_printed(demo_run)
+    _check_files_verified(demo_run)
+
+
+def _check_rows_printed(demo_run):
     text, report, _ = demo_run
     variants = [row["variant"] for row in report["rows"]]
     assert variants[0] == "float32"
@@ -60,7 +67,7 @@ def test_demo_prints_one_row_per_variant(demo_run):
     assert "gzip x" in text.splitlines()[1]
 
 
-def test_demo_files_are_verified_against_keras(demo_run):
+def _check_files_verified(demo_run):
     _, report, output = demo_run
     rows = {row["variant"]: row for row in report["rows"]}
     # A float32 file computes what Keras computes.

@@ -67,9 +67,20 @@ TECHNIQUES = (
     "compress_recipe",
 )
 
+NUM_SAMPLES = models.NUM_SAMPLES
 FLOAT_ATOL = 1e-4
 RELOAD_ATOL = 1e-5
 MIN_FRACTION_WITHIN_ONE_STEP = 0.98
+# Every output of an int8 file within this many steps (a wrong range, scale
+# or fold is many steps off).
+MAX_STEPS = 3
+# The subclassed model computes `relu(x) * 0.5` in `call()`: QAT cannot see
+# that math, so it does not round where the file's int8 RELU/MUL/MEAN do.
+# Measured over the three backends: 96.97-100 % of the outputs within one
+# step, all within 3. The documented guarantee for such models is this
+# looser one (docs/quantization.md); a model whose math is in layers gets
+# the 98 % above.
+MIN_FRACTION_WITHIN_ONE_STEP_BY_KIND = {"subclassed": 0.95}
 
 
 @dataclasses.dataclass
@@ -106,6 +117,12 @@ def _fit(model, x, y, callbacks=(), eagerly=False):
 
 
 def _predict(model, x):
+    if keras.backend.backend() == "jax":
+        # One jitted function per model, in batches of one shape: an eager
+        # call on JAX compiles every op anew for each input shape.
+        return np.asarray(
+            model.predict(x, batch_size=NUM_SAMPLES, verbose=0), np.float32
+        )
     return np.asarray(
         keras.ops.convert_to_numpy(model(x, training=False)), np.float32
     )
@@ -395,7 +412,13 @@ def _check_file(deployable, content, kind, x, y):
     expected = _predict(deployable.model, probe)
     diff = np.abs(kc.convert.run_tflite(content, probe) - expected)
     within_one = float(np.mean(diff <= step * 1.001))
-    assert within_one >= MIN_FRACTION_WITHIN_ONE_STEP, (
+    least = MIN_FRACTION_WITHIN_ONE_STEP_BY_KIND.get(
+        kind, MIN_FRACTION_WITHIN_ONE_STEP
+    )
+    assert diff.max() <= MAX_STEPS * step * 1.001, (
+        f"max diff {diff.max():.3g} is {diff.max() / step:.1f} steps"
+    )
+    assert within_one >= least, (
         f"only {within_one:.2%} of the int8 file's outputs within one step "
         f"({step:.3g}) of the Keras model's; max diff {diff.max():.3g} "
         f"({diff.max() / step:.1f} steps)"
