@@ -316,7 +316,7 @@ def inline_nested_models(model):
         lambda t: keras.Input(
             batch_shape=t.shape, dtype=t.dtype, name=t.name.split(":")[0]
         ),
-        graph._inputs_struct,
+        keras_private.inputs_structure(graph),
     )
     outputs = run(model, inputs, None)  # the outer layers keep their names
     return keras.Model(inputs, outputs, name=model.name)

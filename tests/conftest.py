@@ -8,6 +8,14 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+if os.environ["KERAS_BACKEND"] == "jax":
+    # Tests run tiny programs once: XLA's optimizations cost more compile
+    # time than they save (a third of the JAX conformance matrix's time).
+    os.environ.setdefault(
+        "XLA_FLAGS",
+        "--xla_backend_optimization_level=0 "
+        "--xla_llvm_disable_expensive_passes=true",
+    )
 
 import keras  # noqa: E402
 import pytest  # noqa: E402

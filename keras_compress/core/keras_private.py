@@ -70,6 +70,11 @@ def run_through_graph(graph, inputs, call_fn):
     return graph._run_through_graph(inputs, call_fn=call_fn)
 
 
+def inputs_structure(graph):
+    """The nest (a tensor, list or dict) a Functional graph's inputs form."""
+    return graph._inputs_struct
+
+
 def nodes_by_depth(graph):
     """`{depth: [node, ...]}` of a Functional graph."""
     return graph._nodes_by_depth

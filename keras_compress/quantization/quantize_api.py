@@ -568,7 +568,7 @@ class _Rewriter:
         def call_fn(op, *args, **kwargs):
             return self._call(context, op, args, kwargs)
 
-        outputs = graph._run_through_graph(new_inputs, call_fn=call_fn)
+        outputs = keras_private.run_through_graph(graph, new_inputs, call_fn)
         output_states = [
             states.get(id(t), (t, False))[1]
             for t in keras.tree.flatten(outputs)

@@ -9,7 +9,10 @@ import json
 import os
 
 os.environ["KERAS_BACKEND"] = "jax"
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+os.environ["XLA_FLAGS"] = (
+    "--xla_force_host_platform_device_count=2 "
+    "--xla_backend_optimization_level=0"
+)
 
 import jax  # noqa: E402
 import keras  # noqa: E402
