@@ -242,7 +242,16 @@ def check_supported(model, quantize_configs=None):
     output scales: on a small Embedding + LSTM model the file's outputs were
     up to 22 quantization steps away from the trained model's. A model
     that trains without error and then disagrees with its file is worse than
-    a refusal before training.
+    a refusal before training. `compress()` calls this for its QAT steps
+    before any step trains.
+
+    Args:
+        model: The model to quantize.
+        quantize_configs: `quantize_model`'s argument: a recurrent layer
+            given a QuantizeConfig of its own is the user's choice.
+
+    Raises:
+        ValueError: Naming the first recurrent layer and what to do.
     """
     for layer in _all_layers(model):
         if not isinstance(
