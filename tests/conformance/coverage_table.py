@@ -129,9 +129,9 @@ def _literals():
 def green_table():
     """The table of a run in which every cell passes.
 
-    CI fails unless every cell it runs passes (all of them on TensorFlow;
-    all but `compress_recipe` on JAX and PyTorch), so this is the table the
-    docs show.
+    CI fails unless every cell passes on TensorFlow (JAX and PyTorch are
+    run by hand, see docs/conformance.md), so this is the table the docs
+    show.
     """
     kinds, techniques, unsupported = _literals()
     results = {(k, t): "pass" for k in kinds for t in techniques}
