@@ -10,7 +10,9 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
+import zipfile
+
+from keras_compress.convert import _native_logs
 
 TFLITE_MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 
@@ -67,6 +69,13 @@ def _load_model(path):
 
     if not os.path.exists(path):
         raise CommandError(f"model file not found: {path}")
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):
+        # Keras says "File not found" for a file it cannot open as a zip.
+        raise CommandError(
+            f"{path} is not a .keras file (a .keras file is a zip archive "
+            "written by model.save()); it may be damaged or in another "
+            "format"
+        )
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:
@@ -158,6 +167,7 @@ def _convert(args):
             opset=args.opset,
             dynamic_batch=not args.fixed_batch,
             float16=args.float16,
+            verbose=2 if args.native_logs else 0,
         )
         kind = "ONNX" + (" (float16 inside)" if args.float16 else "")
     else:
@@ -172,7 +182,7 @@ def _convert(args):
                 path=output,
                 allow_select_tf_ops=args.allow_select_tf_ops,
                 num_calibration_samples=args.num_calibration_samples,
-                verbose=0 if args.quiet else "auto",
+                verbose=2 if args.native_logs else 0 if args.quiet else "auto",
             )
         except ValueError as error:
             # Speak in the command's terms, not the Python API's.
@@ -230,6 +240,11 @@ def _compress_data(path):
     if "x" in arrays and "y" in arrays:
         # The last tenth validates, as Keras's validation_split does.
         x, y = arrays["x"], arrays["y"]
+        if len(x) != len(y):
+            raise CommandError(
+                f"--data file {path}: x has {len(x)} samples but y has "
+                f"{len(y)} labels; give one label per sample"
+            )
         cut = len(x) - max(1, len(x) // 10)
         return (x[:cut], y[:cut]), (x[cut:], y[cut:])
     raise CommandError(
@@ -264,21 +279,33 @@ def _compress(args):
 
     from keras_compress import pipeline
 
-    recipe = args.recipe
-    result = pipeline.compress(
-        model,
-        train,
-        val,
-        target=args.target,
-        max_accuracy_drop=args.max_drop,
-        recipe=recipe,
-        epochs=args.epochs,
-        output=args.output,
-        resume=args.resume,
-        loss=loss,
-        distill=not args.no_distill,
-        verbose=0 if args.quiet else 1,
-    )
+    # Its errors name Python arguments; say them in this command's terms.
+    with _in_command_terms(
+        {
+            "`train_data[0]`": "x_train",
+            "`train_data[1]`": "y_train",
+            "`val_data[0]`": "x_val",
+            "`val_data[1]`": "y_val",
+            "`output`": "-o",
+            "`resume=True`": "--resume",
+            "`overwrite=True`": "--overwrite",
+        }
+    ):
+        result = pipeline.compress(
+            model,
+            train,
+            val,
+            target=args.target,
+            max_accuracy_drop=args.max_drop,
+            recipe=args.recipe,
+            epochs=args.epochs,
+            output=args.output,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            loss=loss,
+            distill=not args.no_distill,
+            verbose=0 if args.quiet else 1,
+        )
     final = result.report.final
     print(
         f"{result.path}: accuracy {final.file_accuracy:.4f} "
@@ -290,29 +317,50 @@ def _compress(args):
     return 0 if result.budget_met else 3
 
 
+@contextlib.contextmanager
+def _in_command_terms(replacements):
+    """Rewrites the Python API's argument names in a ValueError's message."""
+    try:
+        yield
+    except ValueError as error:
+        message = str(error)
+        for api_name, command_name in replacements.items():
+            message = message.replace(api_name, command_name)
+        raise CommandError(message) from error
+
+
+def _number(text, kind, expected):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {expected}, got {text!r}"
+        ) from None
+
+
 def _positive_int(text):
-    value = int(text)
+    value = _number(text, int, "a whole number >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _non_negative_int(text):
-    value = int(text)
+    value = _number(text, int, "a whole number >= 0")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
 def _accuracy_drop(text):
-    value = float(text)
+    value = _number(text, float, "a number in [0, 1), e.g. 0.01 (one point)")
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
     return value
 
 
 def _sparsity(text):
-    value = float(text)
+    value = _number(text, float, "a number in (0, 1), e.g. 0.8")
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
     return value
@@ -622,7 +670,13 @@ example:
     compress.add_argument(
         "--resume",
         action="store_true",
-        help="reuse the stage models an earlier run saved in -o",
+        help="reuse the stage models an earlier run of the same model, "
+        "data and options saved in -o",
+    )
+    compress.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results of an earlier run in -o",
     )
     compress.add_argument(
         "-o", "--output", required=True, metavar="DIR", help="output folder"
@@ -652,7 +706,10 @@ def main(argv=None):
     # TensorFlow's own INFO/WARNING lines, before it is first imported; a
     # user's setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _native_logs_hidden(enabled=not args.native_logs):
+    # The converters capture their native logs themselves; this also hides
+    # what loading and training log, and replays it all for a bug report
+    # when a command fails unexpectedly.
+    with _native_logs.captured(show=args.native_logs, replay_on_error=True):
         if args.command == "demo":
             return args.handler(args)
         try:
@@ -663,48 +720,6 @@ def main(argv=None):
                 file=sys.stderr,
             )
             return 1
-
-
-@contextlib.contextmanager
-def _native_logs_hidden(enabled=True):
-    """Keeps C++ log lines written to file descriptor 2 off the terminal.
-
-    The LiteRT converter and the SavedModel loader log dozens of lines per
-    conversion through absl, which `TF_CPP_MIN_LOG_LEVEL` does not reach;
-    they bury the demo's table. File descriptor 2 goes to a temporary file
-    while Python's own `sys.stderr` (warnings, error messages) keeps the
-    terminal. If the command fails unexpectedly the captured log is replayed
-    before the traceback, so nothing needed for a bug report is lost.
-    """
-    try:
-        python_stderr_is_fd2 = sys.stderr.fileno() == 2
-    except (AttributeError, OSError, ValueError):
-        python_stderr_is_fd2 = False  # e.g. captured by a test runner
-    if not enabled:
-        yield
-        return
-    sys.stderr.flush()
-    saved_fd = os.dup(2)
-    saved_python_stderr = sys.stderr
-    with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
-        if python_stderr_is_fd2:
-            sys.stderr = open(  # closed in `finally`
-                os.dup(saved_fd), "w", buffering=1, closefd=True
-            )
-        try:
-            yield
-        except BaseException as error:
-            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
-                log.seek(0)
-                os.write(saved_fd, log.read())
-            raise
-        finally:
-            if sys.stderr is not saved_python_stderr:
-                sys.stderr.close()
-                sys.stderr = saved_python_stderr
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
 
 
 if __name__ == "__main__":

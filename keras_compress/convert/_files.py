@@ -1,7 +1,7 @@
 """File helpers shared by the converters: paths, atomic writes, formats."""
 
 import os
-import tempfile
+import secrets
 
 TFLITE = "tflite"
 ONNX = "onnx"
@@ -43,17 +43,24 @@ def check_output_path(path, example_name):
 
 
 def write_atomically(path, content):
-    """Writes `content` to `path` through a temporary file and a rename."""
+    """Writes `content` to `path` through a temporary file and a rename.
+
+    A reader sees the old file or the whole new one, never a part; an
+    error (a full disk, an interrupt) leaves no partial file behind. The
+    file gets the permissions of any new file (the user's umask).
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    handle, tmp_path = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
+    tmp_path = os.path.join(
+        folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp"
     )
     try:
+        # Not `tempfile.mkstemp`: its files are private (0600) whatever
+        # the umask; 0666 here is masked by the umask like any new file.
+        handle = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(handle, "wb") as file:
             file.write(content)
             file.flush()
             os.fsync(file.fileno())
-        # A reader sees the old file or the whole new one, never a part.
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from keras_compress.convert import _files
+from keras_compress.convert import _native_logs
 
 
 def _litert():
@@ -38,6 +39,13 @@ def _allocated_interpreter(content, num_threads=None, shapes=None):
     weights in sparse format, in "dynamic" and "int8" modes), so on failure
     this retries with the builtin kernels only.
     """
+    # LiteRT logs the delegate it creates ("INFO: Created TensorFlow Lite
+    # XNNPACK delegate") on file descriptor 2: keep it off the terminal.
+    with _native_logs.captured():
+        return _first_allocated(content, num_threads, shapes)
+
+
+def _first_allocated(content, num_threads, shapes):
     last_error = None
     for delegates in (True, False):
         interpreter = _make_interpreter(content, num_threads, delegates)

@@ -21,6 +21,7 @@ import numpy as np
 
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
+from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _tensorflow_worker
 
@@ -64,7 +65,15 @@ def _float16_converter():
     return float16
 
 
-def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
+def to_onnx(
+    model,
+    path=None,
+    *,
+    opset=None,
+    dynamic_batch=True,
+    float16=False,
+    verbose=0,
+):
     """Converts a Keras model to an ONNX model.
 
     The model's forward pass (`model(x, training=False)`) is traced as a
@@ -97,6 +106,9 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
             bytes; for GPU execution) while the inputs and outputs stay
             float32, with casts inserted at the edges. Needs
             `onnxconverter-common`.
+        verbose: `0` (or `1`) prints nothing; `2` lets tf2onnx and
+            TensorFlow log, native lines included (captured otherwise, and
+            attached to the exception when a conversion fails).
 
     Returns:
         The serialized ONNX model as `bytes`.
@@ -150,7 +162,7 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
         width = len(str(len(flat) - 1))
         return {f"output_{i:0{width}d}": t for i, t in enumerate(flat)}
 
-    with _quiet_tf2onnx():
+    with _quiet_tf2onnx(show=verbose == 2):
         try:
             proto, _ = tf2onnx.convert.from_function(
                 serve, input_signature=specs, opset=int(opset)
@@ -162,6 +174,9 @@ def to_onnx(model, path=None, *, opset=None, dynamic_batch=True, float16=False):
                 f"`opset` (up to {max_opset}), or `to_tflite`."
             ) from error
     _check_ops(proto, model, opset, max_opset)
+    # tf2onnx names the traced function here ("__inference_serve_61"), a
+    # per-process counter: the same model would give different bytes.
+    proto.graph.doc_string = f"Keras model '{model.name}', via keras_compress"
     if dynamic_batch:
         _name_batch_dimension(proto)
     if float16:
@@ -236,14 +251,17 @@ def _is_shape(value):
 
 
 @contextlib.contextmanager
-def _quiet_tf2onnx():
+def _quiet_tf2onnx(show=False):
     # tf2onnx logs every unsupported op and each optimizer pass; the errors
     # that matter are raised below with the layer named.
+    if show:
+        yield
+        return
     logger = logging.getLogger("tf2onnx")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_logs.captured():
             warnings.simplefilter("ignore", DeprecationWarning)
             yield
     finally:

@@ -9,10 +9,12 @@ import warnings
 import keras
 import numpy as np
 
+from keras_compress import data_checks
 from keras_compress import rewrite
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _keras_quantized
+from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _recurrent
 from keras_compress.convert import _tensorflow_worker
@@ -27,6 +29,10 @@ _INT16X8_OPS_SET = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
 # when `sparse=None`. Below about 50 % zeros the index arrays of the sparse
 # encoding cost more bytes than the zeros they save.
 AUTO_SPARSITY_THRESHOLD = 0.5
+# Below the threshold but clearly pruned (trained weights are almost never
+# exactly zero): a sparse file was likely expected, so say why there is
+# none.
+_NOTABLE_SPARSITY = 0.2
 
 
 def to_tflite(
@@ -102,8 +108,11 @@ def to_tflite(
             as TensorFlow ops (`SELECT_TF_OPS`). The file then needs the
             Flex delegate at run time, so this is off by default.
         num_calibration_samples: Most calibration samples to use.
-        verbose: Calibration progress bar: `1` shows it, `0` hides it,
-            `"auto"` shows it when standard output is a terminal.
+        verbose: `0` prints nothing, `1` a calibration progress bar,
+            `"auto"` the bar when standard output is a terminal, `2` the bar
+            and the native log lines of the TensorFlow exporter and the
+            LiteRT converter (captured otherwise, and attached to the
+            exception when a conversion fails).
 
     Returns:
         The flatbuffer as `bytes`.
@@ -176,14 +185,30 @@ def to_tflite(
         # Integer activations on sparse weights leave XNNPACK (it refuses
         # them) for slow reference kernels: keep integer files dense; gzip
         # still captures their zeros.
+        sparsity = kernel_sparsity(model)
         sparse = (
-            mode not in _INTEGER_MODES
-            and kernel_sparsity(model) >= AUTO_SPARSITY_THRESHOLD
+            mode not in _INTEGER_MODES and sparsity >= AUTO_SPARSITY_THRESHOLD
         )
+        if mode not in _INTEGER_MODES and (
+            _NOTABLE_SPARSITY <= sparsity < AUTO_SPARSITY_THRESHOLD
+        ):
+            warnings.warn(
+                f"The model's kernels are {sparsity:.0%} zeros, below the "
+                f"{AUTO_SPARSITY_THRESHOLD:.0%} from which LiteRT's sparse "
+                "format saves bytes, so the file stores them dense (gzip "
+                "still captures the zeros). Prune further (did training stop "
+                "before the pruning schedule's `end_step`?) or pass "
+                "`sparse=True` to force the sparse format.",
+                stacklevel=2,
+            )
     elif sparse and mode in _INTEGER_MODES:
         _check_sparse_integer_layers(model)
 
-    with tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp:
+    # The exporter and the converter log to file descriptor 2 natively.
+    with (
+        _native_logs.captured(show=verbose == 2),
+        tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp,
+    ):
         saved_model_dir = os.path.join(tmp, "saved_model")
         _make_exportable(model)
         with _recurrent.unrolled(model) as rolled:
@@ -430,6 +455,8 @@ def _calibration_samples(data, input_specs, limit):
     for element in _iterate(data):
         arrays = _split_inputs(element, num_inputs)
         _check_dtypes(arrays, input_specs)
+        # One inf kills the converter's process; NaN gives NaN ranges.
+        data_checks.check_inputs(arrays, "representative_data")
         batched = _is_batched(arrays[0], input_specs)
         count = len(arrays[0]) if batched else 1
         for i in range(count):
@@ -447,6 +474,7 @@ def _calibration_samples(data, input_specs, limit):
             "calibration input."
         )
     _check_sample_shapes(samples[0], input_specs)
+    data_checks.warn_if_uninformative(samples, "representative_data")
     return samples
 
 

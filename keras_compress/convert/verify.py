@@ -5,6 +5,7 @@ import dataclasses
 
 import numpy as np
 
+from keras_compress import data_checks
 from keras_compress.convert import _files
 from keras_compress.convert import interpreter
 
@@ -184,6 +185,13 @@ def verify(
     ```
     """
     content = _files.read_model_bytes(model_content)
+    data_checks.check_inputs(x, "x")
+    labels = None
+    if y is not None:
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        labels = data_checks.check_labels(
+            y, "y", len(first), data_checks.num_classes(keras_model)
+        )
     file_format = _files.detect_format(content)
     if file_format == _files.ONNX:
         from keras_compress.convert import onnx
@@ -237,8 +245,7 @@ def verify(
     keras_pred = class_predictions(keras_out, threshold)
     file_pred = class_predictions(file_out, threshold)
     keras_accuracy = file_accuracy = None
-    if y is not None:
-        labels = class_labels(y, len(keras_pred))
+    if labels is not None:
         keras_accuracy = float(np.mean(keras_pred == labels))
         file_accuracy = float(np.mean(file_pred == labels))
     raw, gzipped = interpreter.file_sizes(content)
@@ -290,12 +297,4 @@ def class_predictions(outputs, threshold=None):
 
 def class_labels(y, num_samples):
     """Integer labels from integer or one-hot `y`, checked against `x`."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = np.argmax(y, axis=1)  # one-hot
-    y = y.reshape(-1)
-    if len(y) != num_samples:
-        raise ValueError(
-            f"`y` has {len(y)} labels but `x` has {num_samples} samples."
-        )
-    return y.astype(np.int64)
+    return data_checks.check_labels(y, "y", num_samples)

@@ -29,6 +29,7 @@ of the model, and `layers=[...]`, refer to. The LiteRT converter inlines it
 import dataclasses
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -251,6 +252,16 @@ def factorize(
         )
         if reason is None:
             replacements[id(layer)] = layer_rank
+    if rows and not replacements:
+        first = rows[0]
+        warnings.warn(
+            f"factorize() replaced no layer, so the result is an unchanged "
+            f"copy: for '{first.layer}', {first.reason}"
+            + (f" (and {len(rows) - 1} more layer(s) alike)" * (len(rows) > 1))
+            + ". A rank pays off below m x n / (m + n) for an (m, n) kernel: "
+            "choose a lower `rank`, `rank_ratio` or `energy`.",
+            stacklevel=2,
+        )
     new_model = rewrite.clone_and_replace(
         model,
         lambda layer: (

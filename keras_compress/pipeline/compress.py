@@ -12,11 +12,13 @@ import numpy as np
 
 from keras_compress import analysis
 from keras_compress import convert
+from keras_compress import data_checks
 from keras_compress import rewrite
 from keras_compress.analysis import sensitivity as sensitivity_lib
 from keras_compress.convert import _files
 from keras_compress.pipeline import recipe as recipe_lib
 from keras_compress.pipeline import report as report_lib
+from keras_compress.pipeline import run_folder
 from keras_compress.pipeline import steps as steps_lib
 from keras_compress.pipeline import targets as targets_lib
 
@@ -61,6 +63,8 @@ def compress(
     epochs=2,
     output=None,
     resume=False,
+    overwrite=False,
+    seed=None,
     loss=None,
     batch_size=128,
     strategy=None,
@@ -113,7 +117,16 @@ def compress(
             and each stage's `.keras` model under `stages/`. Written
             atomically; created if missing.
         resume: With `output`, reuse stage models saved there by an
-            earlier run instead of training them again.
+            earlier run (an interrupted one, say) instead of training them
+            again. Only a run of the same model, data, recipe and options
+            is resumed (`output/run.json` holds their fingerprint); any
+            other is refused with what differs.
+        overwrite: Replace the results of an earlier run in `output`. By
+            default a folder that holds them is refused before any work.
+        seed: Seeds Python, NumPy and the backend before each training
+            step (from `seed`, the try and the step), so that a resumed
+            run ends with the same file as an uninterrupted one. `None`
+            leaves the random state alone.
         loss: Training loss; defaults to the compiled loss of `model`.
         batch_size: Batch size for array data.
         strategy: A `tf.distribute.Strategy` to train every step under
@@ -159,7 +172,7 @@ def compress(
             "`resume=True` needs `output`, the earlier run's folder."
         )
     rewrite.check_built(model)
-    x_val, y_val = _arrays(val_data, "val_data")
+    x_val, y_val = _arrays(val_data, "val_data", model)
     _check_inputs(model, x_val, "val_data")
     train_data, calibration, num_train = _training_data(
         train_data, batch_size, model
@@ -172,12 +185,46 @@ def compress(
             step.check(model)
     elif targets_lib.is_integer_target(target):
         steps_lib.QuantizeAware().check(model)  # the built recipes end in QAT
+    if seed is not None and (
+        not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
+    ):
+        raise ValueError(f"`seed` must be an integer or None; got {seed!r}.")
+    if overwrite and resume:
+        raise ValueError(
+            "`resume=True` continues the run in `output` and "
+            "`overwrite=True` replaces it: pass one of them."
+        )
     if teacher is None and distill:
         teacher = model
     log = print if verbose else (lambda *args: None)
 
     if output is not None:
-        os.makedirs(os.path.join(output, "stages"), exist_ok=True)
+        # Before any training: a folder that cannot be written, or whose
+        # results would be lost or mixed with this run's, is refused now.
+        options = dict(
+            target=target,
+            max_accuracy_drop=float(max_accuracy_drop),
+            epochs=epochs,
+            distill=bool(distill),
+            batch_size=batch_size,
+            sparsities=[float(s) for s in sparsities],
+            scan_tolerance=scan_tolerance,
+            seed=None if seed is None else int(seed),
+        )
+        run_folder.prepare(
+            output,
+            run_folder.fingerprint(
+                model,
+                train_data,
+                (x_val, y_val),
+                None if recipe is None else recipe.get_config(),
+                options,
+                teacher=teacher,
+                loss=loss,
+            ),
+            resume=resume,
+            overwrite=overwrite,
+        )
     context = steps_lib.TrainingContext(
         train_data=train_data,
         loss=loss,
@@ -249,6 +296,10 @@ def compress(
         final = None
         for index, step in enumerate(attempt_recipe.steps):
             step_start = time.perf_counter()
+            if seed is not None:
+                # Each step's randomness depends on where it is in the run,
+                # not on what ran before it in this process.
+                keras.utils.set_random_seed(int(seed) + 1000 * attempt + index)
             current = _run_step(
                 step, current, context, output, attempt, index, resume, log
             )
@@ -361,7 +412,9 @@ def _run_step(step, model, context, output, attempt, index, resume, log):
     path = None
     if output is not None:
         path = os.path.join(
-            output, "stages", f"try{attempt}_{index + 1}_{step.name}.keras"
+            output,
+            run_folder.STAGES,
+            f"try{attempt}_{index + 1}_{step.name}.keras",
         )
     if resume and path and os.path.exists(path):
         log(f"  {step.describe()}: resumed from {path}")
@@ -392,7 +445,7 @@ def _as_recipe(recipe):
     )
 
 
-def _arrays(data, argument):
+def _arrays(data, argument, model):
     """`(x, y)` NumPy arrays from a tuple or a dataset of `(x, y)`."""
     import tensorflow as tf
 
@@ -416,16 +469,12 @@ def _arrays(data, argument):
             f"`{argument}` must be `(x, y)` arrays or a tf.data.Dataset of "
             f"`(x, y)`; received {type(data).__name__}."
         )
-    x, y = np.asarray(data[0]), np.asarray(data[1])
-    if len(x) == 0:
-        raise ValueError(f"`{argument}` is empty: it has no samples.")
-    if len(x) != len(y):
-        raise ValueError(
-            f"`{argument}`: x has {len(x)} samples but y has {len(y)}."
-        )
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = y.argmax(axis=-1)  # one-hot labels
-    return x, y.reshape(len(y))
+    x = np.asarray(data[0])
+    data_checks.check_inputs(x, f"{argument}[0]")
+    y = data_checks.check_labels(
+        data[1], f"{argument}[1]", len(x), data_checks.num_classes(model)
+    )
+    return x, y
 
 
 def _input_shape(model):
@@ -459,17 +508,25 @@ def _training_data(train_data, batch_size, model):
     import tensorflow as tf
 
     if isinstance(train_data, tf.data.Dataset):
-        calibration = []
-        for x, _ in train_data.take(CALIBRATION_SAMPLES).as_numpy_iterator():
+        calibration, labels = [], []
+        for x, y in train_data.take(CALIBRATION_SAMPLES).as_numpy_iterator():
             calibration.append(x)
+            labels.append(np.atleast_1d(y))
             if sum(len(c) for c in calibration) >= CALIBRATION_SAMPLES:
                 break
         if not calibration:
             raise ValueError("`train_data` is empty: it yielded no batch.")
+        # The first batches stand for the rest (reading all costs an epoch).
         calibration = np.concatenate(calibration)[:CALIBRATION_SAMPLES]
         _check_inputs(model, calibration, "train_data")
+        data_checks.check_inputs(calibration, "train_data")
+        data_checks.check_labels(
+            np.concatenate(labels),
+            "train_data",
+            num_classes=data_checks.num_classes(model),
+        )
         return train_data, calibration, None
-    x, y = _arrays(train_data, "train_data")
+    x, y = _arrays(train_data, "train_data", model)
     _check_inputs(model, x, "train_data")
     return (x, y), x[:CALIBRATION_SAMPLES], len(x)
 

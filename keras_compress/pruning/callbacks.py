@@ -2,6 +2,7 @@
 
 import math
 import os
+import warnings
 
 import keras
 
@@ -82,12 +83,47 @@ class UpdatePruningStep(keras.callbacks.Callback):
             self._write_state()
         for pruner in self._pruners:
             pruner.on_train_end()
+        _warn_if_unfinished(self._pruners)
 
     def _write_state(self):
         keras_private.sync_jax_state(self._model)
         for pruner in self._pruners:
             pruner.write_state()
         keras_private.mark_jax_state_changed(self._model)
+
+
+def _warn_if_unfinished(pruners):
+    """Warns when training stopped before the schedules' final sparsity.
+
+    A schedule whose `end_step` lies beyond the steps `fit` ran leaves the
+    model less sparse than asked, and `to_tflite` then writes no sparse
+    file: a common surprise with `end_step` picked for a larger data set.
+    """
+    unfinished = []
+    for pruner in pruners:
+        schedule = pruner.schedule
+        step = pruner._current_step()
+        if schedule.end_step == -1 or step >= schedule.end_step:
+            continue
+        reached = schedule.sparsity_at(step)
+        final = schedule.sparsity_at(schedule.end_step)
+        if final > reached:
+            unfinished.append((pruner.layer.name, step, schedule, reached))
+    if not unfinished:
+        return
+    name, step, schedule, reached = unfinished[0]
+    others = f" (and {len(unfinished) - 1} more layer(s))" * (
+        len(unfinished) > 1
+    )
+    warnings.warn(
+        f"Pruning stopped before its schedule ended: training ran to step "
+        f"{step}, but the schedule of '{name}'{others} ends at step "
+        f"{schedule.end_step}, so it is {reached:.0%} sparse instead of "
+        f"{schedule.sparsity_at(schedule.end_step):.0%}. Train more steps, "
+        "or set `end_step` to at most the steps `fit` runs (epochs x "
+        "batches per epoch). Ignore this if another `fit` continues.",
+        stacklevel=2,
+    )
 
 
 class PruningSummaries(keras.callbacks.Callback):

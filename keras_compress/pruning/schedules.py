@@ -205,6 +205,13 @@ class PolynomialDecay(PruningSchedule):
         _check_sparsity("initial_sparsity", initial_sparsity)
         _check_sparsity("final_sparsity", final_sparsity)
         _check_steps(begin_step, end_step, frequency, end_optional=False)
+        if final_sparsity < initial_sparsity:
+            raise ValueError(
+                f"`final_sparsity`={final_sparsity} is below "
+                f"`initial_sparsity`={initial_sparsity}: pruning only adds "
+                "zeros (a pruned weight stays pruned), so sparsity cannot go "
+                "down. Swap the two values."
+            )
         if not isinstance(power, (int, float)) or power <= 0:
             raise ValueError(
                 f"`power` must be a positive number; received power={power!r}."

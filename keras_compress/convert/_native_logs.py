@@ -1,0 +1,82 @@
+"""Keeps the converters' native log lines off the user's terminal.
+
+The LiteRT converter, the SavedModel exporter and loader and tf2onnx log
+through absl and TensorFlow's C++ logging straight to file descriptor 2
+(about ten lines per `to_tflite`: "fully_quantize: 0, inference_type: 6
+..."), which `TF_CPP_MIN_LOG_LEVEL` does not reach, plus TensorFlow's
+Python logger (retracing warnings). A library call should print nothing it
+was not asked for, so the converters run inside `captured()`: the lines go
+to a temporary file, and come back only on request (`show=True`) or
+attached to the exception when the work fails.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
+# Lines of the captured log attached to an exception: the converter's
+# error context is at the end.
+_TAIL_LINES = 40
+
+
+@contextlib.contextmanager
+def captured(show=False, replay_on_error=False):
+    """Captures native log lines written to file descriptor 2.
+
+    Python's own `sys.stderr` (warnings, progress bars) keeps the terminal;
+    TensorFlow's Python logger is held at ERROR meanwhile.
+
+    Args:
+        show: Capture nothing: let every line through (e.g. `verbose=2`).
+        replay_on_error: When the block raises (other than `SystemExit` or
+            `KeyboardInterrupt`), write the whole captured log to the real
+            standard error before the exception propagates (the command
+            line's choice, for bug reports). Otherwise the log's last lines
+            are attached to the exception as a note.
+
+    Yields:
+        Nothing.
+    """
+    if show:
+        yield
+        return
+    try:
+        python_stderr_is_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        python_stderr_is_fd2 = False  # e.g. captured by a test runner
+    tf_logger = logging.getLogger("tensorflow")
+    saved_level = tf_logger.level
+    sys.stderr.flush()
+    saved_fd = os.dup(2)
+    saved_python_stderr = sys.stderr
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        if python_stderr_is_fd2:
+            sys.stderr = open(  # closed in `finally`
+                os.dup(saved_fd), "w", buffering=1, closefd=True
+            )
+        tf_logger.setLevel(logging.ERROR)
+        try:
+            yield
+        except BaseException as error:
+            if not isinstance(error, (SystemExit, KeyboardInterrupt)):
+                log.seek(0)
+                text = log.read()
+                if replay_on_error:
+                    os.write(saved_fd, text)
+                elif text.strip():
+                    lines = text.decode("utf-8", "replace").splitlines()
+                    error.add_note(
+                        "Native log (last lines):\n"
+                        + "\n".join(lines[-_TAIL_LINES:])
+                    )
+            raise
+        finally:
+            tf_logger.setLevel(saved_level)
+            if sys.stderr is not saved_python_stderr:
+                sys.stderr.close()
+                sys.stderr = saved_python_stderr
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
