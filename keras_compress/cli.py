@@ -204,15 +204,31 @@ def _verify(args):
         keep = slice(0, args.max_samples)
         x = [a[keep] for a in x] if isinstance(x, list) else x[keep]
         y = None if y is None else y[keep]
-    if not os.path.exists(args.file):
-        raise CommandError(f"converted file not found: {args.file}")
-    model = _load_model(args.model)
+    if len(args.paths) > 2:
+        raise CommandError(
+            f"expected [MODEL.keras] FILE, got {len(args.paths)} paths"
+        )
+    file = args.paths[-1]
+    if not os.path.exists(file):
+        raise CommandError(f"converted file not found: {file}")
+    model_path = (
+        args.paths[0]
+        if len(args.paths) == 2
+        else os.path.splitext(file)[0] + ".keras"
+    )
+    if len(args.paths) == 1 and not os.path.exists(model_path):
+        raise CommandError(
+            f"no Keras model beside {file} ({model_path} not found): give "
+            "it first, e.g. keras-compress verify model.keras "
+            f"{os.path.basename(file)} --data DATA.npz"
+        )
+    model = _load_model(model_path)
 
     from keras_compress import convert
 
     report = convert.verify(
         model,
-        args.file,
+        file,
         x,
         y,
         batch_size=args.batch_size,
@@ -442,7 +458,8 @@ def build_parser():
         "-o",
         "--output",
         default=None,
-        help="write the .tflite files and report.json here",
+        help="write each variant's .tflite file and the .keras model it came "
+        "from, test.npz and report.json here",
     )
     demo.add_argument(
         "--quick",
@@ -552,13 +569,22 @@ examples:
         "accuracy, agreement, output differences, size and latency.",
         epilog=DATA_FORMAT
         + """
-example:
+With only FILE, the Keras model is FILE's name with .keras (as
+`keras-compress demo -o DIR` and `compress -o DIR` write them).
+
+examples:
   keras-compress verify model.keras model.tflite --data test.npz
+  keras-compress verify out/qat_int8.tflite --data out/test.npz
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    verify.add_argument("model", help="the .keras model file")
-    verify.add_argument("file", help="the converted .tflite or .onnx file")
+    verify.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[MODEL.keras] FILE",
+        help="the .keras model file (default: FILE's name with .keras) "
+        "and the converted .tflite or .onnx file",
+    )
     verify.add_argument(
         "--data",
         required=True,

@@ -200,10 +200,7 @@ def format_table(rows, width=79):
             )
         )
         # One line, unwrapped, to copy.
-        lines.append(
-            f"    keras-compress verify {stem}.keras {stem}.tflite "
-            f"--data {data}"
-        )
+        lines.append(f"    keras-compress verify {stem}.tflite --data {data}")
     return "\n".join(lines)
 
 
@@ -553,10 +550,10 @@ def run_demo(
 
 # How the compress() row's note names the steps of its recipe.
 _STEP_WORDS = {
-    "prune": "pruning each layer as far as its sensitivity scan allowed",
-    "prune_channels": "channel pruning",
-    "cluster": "weight clustering",
-    "quantize": "quantization-aware training",
+    "prune": "pruned each layer as far as its sensitivity scan allowed",
+    "prune_channels": "removed channels",
+    "cluster": "clustered the weights",
+    "quantize": "trained quantization-aware",
 }
 
 
@@ -568,13 +565,14 @@ def _compress_note(result, held_out, epochs, test_drop, table_drop):
     done = ", then ".join(_STEP_WORDS.get(s["step"], s["step"]) for s in steps)
     return (
         f"kc.compress(float32, target='{report.target}', "
-        f"max_accuracy_drop={report.max_accuracy_drop}) did "
-        f"{done or 'no step'} ({epochs} epoch(s) each, distilling from "
-        f"float32; try {final.attempt} of its back-off). It checks the "
-        f"budget against float32 on {held_out:,} training images held out "
-        f"from fine-tuning, where the file {describe_drop(final.accuracy_drop)}"
-        f" (budget {'met' if result.budget_met else 'NOT met'}). On the "
-        f"test set it {describe_drop(test_drop)} against float32 and "
+        f"max_accuracy_drop={report.max_accuracy_drop}) "
+        f"{done or 'converted float32 as is'} ({epochs} epoch(s) per step, "
+        f"distilling from float32); it delivered try {final.attempt} (each "
+        "try compresses less). It checks its budget against float32 on "
+        f"{held_out:,} training images held out from fine-tuning: there the "
+        f"file {describe_drop(final.accuracy_drop)} (budget "
+        f"{'met' if result.budget_met else 'NOT met'}). On the test set it "
+        f"{describe_drop(test_drop)} against float32 and "
         f"{describe_drop(table_drop)} against float32 fine-tuned (the drop "
         "column)."
     )

@@ -5,7 +5,6 @@ file is checked by running it (`verify`) rather than by its name.
 """
 
 import json
-import os
 
 import keras
 import numpy as np
@@ -193,22 +192,6 @@ def test_demo_arguments_are_unchanged():
     assert args.handler is cli._demo
 
 
-def test_native_logs_are_hidden_unless_the_command_fails(capfd):
-    with cli._native_logs_hidden():
-        os.write(2, b"converter noise\n")
-    assert "converter noise" not in capfd.readouterr().err
-
-    with pytest.raises(ZeroDivisionError):
-        with cli._native_logs_hidden():
-            os.write(2, b"context for a bug report\n")
-            1 / 0  # noqa: B018
-    assert "context for a bug report" in capfd.readouterr().err
-
-    with cli._native_logs_hidden(enabled=False):
-        os.write(2, b"asked for\n")
-    assert "asked for" in capfd.readouterr().err
-
-
 def _compress_data(files):
     x_train, y_train = toy_data(256, seed=1)
     x_val, y_val = toy_data(64, seed=3)
@@ -263,3 +246,61 @@ def test_compress_errors_are_one_line(files, capsys, tmp_path):
     assert status == 1
     assert "expected x_train, y_train, x_val, y_val" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("corrupt model", "is not a .keras file (a .keras file is a zip"),
+        ("x and y differ", "x has 160 samples but y has 100 labels"),
+        ("labels out of range", "y_val has labels from 0 to 9, but labels"),
+        ("folder holds a run", "already holds the results"),
+    ],
+)
+def test_compress_user_mistakes_are_one_line(
+    files, capsys, tmp_path, case, expected
+):
+    model = files / "model.keras"
+    x = np.zeros((160, 12, 12, 3), "float32")
+    x[:, 0, 0, 0] = np.arange(160)  # not constant
+    data = tmp_path / "data.npz"
+    np.savez(data, x=x, y=np.arange(160) % 2)
+    output = tmp_path / "out"
+    if case == "corrupt model":
+        model = tmp_path / "model.keras"
+        model.write_bytes(b"not a zip archive")
+    elif case == "x and y differ":
+        np.savez(data, x=x, y=np.zeros(100, "int64"))
+    elif case == "labels out of range":
+        np.savez(data, x=x, y=np.arange(160) % 10)
+    else:
+        output.mkdir()
+        (output / "model.tflite").write_bytes(b"an earlier result")
+    argv = ["compress", model, "--data", data, "-o", output, "-q"]
+    status, _, err = _run(capsys, *argv)
+    assert status == 1
+    assert err.startswith("keras-compress compress: error: ")
+    assert expected in err, err
+    assert err.count("\n") == 1  # one line, no traceback
+    if case == "folder holds a run":
+        assert "--overwrite" in err and "--resume" in err
+        assert (output / "model.tflite").read_bytes() == b"an earlier result"
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--max-drop", "abc", "expected a number in [0, 1)"),
+        ("--epochs", "two", "expected a whole number >= 1, got 'two'"),
+    ],
+)
+def test_bad_numbers_say_what_is_expected(
+    files, capsys, option, value, expected
+):
+    argv = ["compress", files / "model.keras", "--data", "d.npz", "-o", "out"]
+    with pytest.raises(SystemExit) as info:
+        _run(capsys, *argv, option, value)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {expected}" in err
+    assert "invalid" not in err  # not argparse's "invalid _function value"

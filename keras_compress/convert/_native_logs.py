@@ -46,17 +46,19 @@ def captured(show=False, replay_on_error=False):
         python_stderr_is_fd2 = sys.stderr.fileno() == 2
     except (AttributeError, OSError, ValueError):
         python_stderr_is_fd2 = False  # e.g. captured by a test runner
+    if "tensorflow" in sys.modules:
+        # TensorFlow makes its logger's handler on first use, bound to the
+        # `sys.stderr` of that moment: not the stand-in below.
+        sys.modules["tensorflow"].get_logger()
     tf_logger = logging.getLogger("tensorflow")
     saved_level = tf_logger.level
     sys.stderr.flush()
     saved_fd = os.dup(2)
     saved_python_stderr = sys.stderr
     with tempfile.TemporaryFile() as log:
-        os.dup2(log.fileno(), 2)
         if python_stderr_is_fd2:
-            sys.stderr = open(  # closed in `finally`
-                os.dup(saved_fd), "w", buffering=1, closefd=True
-            )
+            sys.stderr = _terminal_stream(saved_fd)
+        os.dup2(log.fileno(), 2)
         tf_logger.setLevel(logging.ERROR)
         try:
             yield
@@ -75,8 +77,23 @@ def captured(show=False, replay_on_error=False):
             raise
         finally:
             tf_logger.setLevel(saved_level)
-            if sys.stderr is not saved_python_stderr:
-                sys.stderr.close()
-                sys.stderr = saved_python_stderr
+            sys.stderr.flush()
+            sys.stderr = saved_python_stderr
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
+
+
+# One stand-in per terminal, never closed: a logging handler made during a
+# capture may hold it for the rest of the process.
+_TERMINAL_STREAMS = {}
+
+
+def _terminal_stream(fd):
+    """A text stream to what `fd` (a copy of descriptor 2) points to."""
+    status = os.fstat(fd)
+    key = (status.st_dev, status.st_ino)
+    if key not in _TERMINAL_STREAMS:
+        _TERMINAL_STREAMS[key] = open(  # noqa: SIM115 (kept open)
+            os.dup(fd), "w", buffering=1, closefd=True
+        )
+    return _TERMINAL_STREAMS[key]

@@ -63,15 +63,15 @@ class VerificationReport:
         def percent(value):
             return "n/a" if value is None else f"{value:.2%}"
 
-        latency = (
-            "not measured"
-            if self.latency_s is None
-            else f"{self.latency_s * 1e3:.3f} ms"
-        )
         threads = (
             ""
             if self.num_threads is None
             else (f", {self.num_threads} thread{'s' * (self.num_threads != 1)}")
+        )
+        latency = (
+            "not measured"
+            if self.latency_s is None
+            else f"{self.latency_s * 1e3:.3f} ms (median, batch 1{threads})"
         )
         runtime = "LiteRT" if self.file_format == "tflite" else "ONNX Runtime"
         return "\n".join(
@@ -85,7 +85,7 @@ class VerificationReport:
                 f"  mean |diff|  {self.mean_abs_diff:.3g}",
                 f"  size         {self.bytes:,} bytes "
                 f"({self.gzip_bytes:,} gzipped)",
-                f"  latency      {latency} (median, batch 1{threads})",
+                f"  latency      {latency}",
                 f"  float ops    {_describe_float_ops(self.float_ops)}",
             ]
         )

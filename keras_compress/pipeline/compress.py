@@ -330,13 +330,13 @@ def compress(
     drop = stages[chosen].accuracy_drop
     if budget_met:
         message = (
-            f"Budget met: the {target} file loses {drop:.4f} accuracy "
+            f"Budget met: the {target} file {_drop_words(drop)} accuracy "
             f"(<= {max_accuracy_drop:.4f})."
         )
     else:
         message = (
             f"Budget NOT met: no try kept the accuracy drop within "
-            f"{max_accuracy_drop:.4f}; the best file loses {drop:.4f}. "
+            f"{max_accuracy_drop:.4f}; the best file {_drop_words(drop)}. "
             "Delivered that file; allow a larger max_accuracy_drop, train "
             "longer (epochs) or use a lighter recipe."
         )
@@ -372,6 +372,11 @@ def compress(
         report=report,
         budget_met=budget_met,
     )
+
+
+def _drop_words(drop):
+    """ "loses 0.0055" or, for a file better than the original, "gains"."""
+    return f"loses {drop:.4f}" if drop >= 0 else f"gains {-drop:.4f}"
 
 
 def _budget_recipes(plan, target, epochs):
@@ -425,8 +430,14 @@ def _run_step(step, model, context, output, attempt, index, resume, log):
     if path:
         # Keras picks the format from the suffix: save beside, then rename.
         tmp_path = path[: -len(".keras")] + ".tmp.keras"
-        result.save(tmp_path)
-        os.replace(tmp_path, path)
+        try:
+            result.save(tmp_path)
+            os.replace(tmp_path, path)
+        except BaseException:
+            # An interrupt or a full disk leaves no half-written stage.
+            if os.path.exists(tmp_path):
+                os.remove(tmp_path)
+            raise
     return result
 
 

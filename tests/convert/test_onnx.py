@@ -185,6 +185,11 @@ def test_path_gets_the_returned_bytes(tmp_path):
     np.testing.assert_allclose(run_onnx(str(path), x), run_onnx(content, x))
 
 
+def test_the_same_model_gives_the_same_bytes():
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    assert to_onnx(model) == to_onnx(model)
+
+
 def test_missing_folder_fails_before_conversion(tmp_path, monkeypatch):
     import tf2onnx
 

@@ -359,6 +359,36 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["model.tflite"]
 
 
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_calibration_data_is_refused(bad):
+    # One inf used to crash the converter's process ("scale out of
+    # expressed type range"); NaN gave a float file without a word.
+    x = np.ones((16, 8), "float32")
+    x[3, 2] = bad
+    with pytest.raises(ValueError, match="non-finite.*sample 3"):
+        to_tflite(_tiny_dense_model(), "int8", representative_data=x)
+
+
+def test_all_zero_calibration_data_warns():
+    with pytest.warns(UserWarning, match="every value is zero"):
+        to_tflite(
+            _tiny_dense_model(),
+            "int8",
+            representative_data=np.zeros((16, 8), "float32"),
+        )
+
+
+def test_sparsity_below_the_sparse_format_threshold_warns():
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
+    kernel = model.layers[0].kernel
+    values = np.ones(kernel.shape, "float32")
+    values[:20] = 0.0  # 31 % zeros, as an unfinished pruning schedule
+    kernel.assign(values)
+    with pytest.warns(UserWarning, match="31% zeros, below the 50%"):
+        content = to_tflite(model)
+    assert content == to_tflite(model, sparse=False)  # stored dense
+
+
 def test_unsupported_op_is_named_with_a_fix():
     inputs = keras.Input((4,))
     outputs = keras.layers.Lambda(tf.math.bessel_i1e)(inputs)

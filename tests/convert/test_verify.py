@@ -89,6 +89,31 @@ def test_label_count_mismatch(model_and_files, toy_test):
         verify(model, float32_file, x, y[:5], latency_runs=0)
 
 
+@pytest.mark.parametrize(
+    "x, y, match",
+    [
+        ("empty", None, "`x` is empty"),
+        ("nan", None, "`x` holds .* non-finite"),
+        ("ok", "out of range", r"labels from 0 to 9.*\[0, 3\]"),
+    ],
+)
+def test_bad_data_is_refused_before_running(
+    model_and_files, toy_test, x, y, match
+):
+    model, float32_file, _ = model_and_files
+    inputs, labels = toy_test
+    if x == "empty":
+        inputs = inputs[:0]
+    elif x == "nan":
+        inputs = np.where(
+            np.arange(inputs.size).reshape(inputs.shape) == 5, np.nan, inputs
+        )
+    if y is not None:
+        labels = np.arange(len(inputs)) % 10
+    with pytest.raises(ValueError, match=match):
+        verify(model, float32_file, inputs, labels, latency_runs=0)
+
+
 def test_run_tflite_batches_give_the_same_outputs(model_and_files, toy_test):
     _, float32_file, int8_file = model_and_files
     x, _ = toy_test

@@ -175,6 +175,13 @@ def test_layers_that_would_not_shrink_are_skipped():
     assert [row.layer for row in report.skipped] == ["logits"]
 
 
+def test_a_factorization_that_changes_nothing_warns():
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8)])
+    with pytest.warns(UserWarning, match="replaced no layer.*lower `rank`"):
+        same = lowrank.factorize(model, rank=1000)
+    assert len(same.layers) == 1
+
+
 def test_nested_layers_by_path_and_original_unchanged():
     model = helpers.nested_model()
     weights = [w.copy() for w in model.get_weights()]

@@ -59,6 +59,24 @@ def test_update_step_counts_batches_across_fits():
     assert steps == {7}  # 2 fits x 4 batches, counted from 0
 
 
+@pytest.mark.parametrize("end_step, warns", [(400, True), (3, False)])
+def test_a_schedule_that_fit_cannot_finish_warns(end_step, warns, recwarn):
+    model, x, y = helpers.make_model("functional")
+    schedule = pruning.PolynomialDecay(0.0, 0.8, 0, end_step, frequency=1)
+    pruned = pruning.prune_low_magnitude(model, pruning_schedule=schedule)
+    helpers.compile_for_test(pruned)
+    callback = pruning.UpdatePruningStep()
+    pruned.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[callback])
+    messages = [str(w.message) for w in recwarn.list]
+    unfinished = [m for m in messages if "stopped before its schedule" in m]
+    assert bool(unfinished) == warns, messages
+    if warns:
+        # 4 batches of 400 steps: the sparsity reached, not the one asked.
+        assert "ran to step 3" in unfinished[0]  # counted from 0
+        assert "ends at step 400" in unfinished[0]
+        assert "instead of 80%" in unfinished[0]
+
+
 def test_update_step_on_a_model_without_pruning_raises():
     model, x, y = helpers.make_model("functional")
     helpers.compile_for_test(model)

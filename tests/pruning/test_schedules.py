@@ -89,6 +89,10 @@ def test_custom_schedule_subclass():
         (lambda: pruning.ConstantSparsity(0.5, 0, frequency=0), "frequency=0"),
         (lambda: pruning.ConstantSparsity(0.5, -3), "begin_step=-3"),
         (lambda: pruning.PolynomialDecay(0.0, 0.5, 0, 10, power=0), "power"),
+        (
+            lambda: pruning.PolynomialDecay(0.9, 0.1, 0, 10),
+            "below `initial_sparsity`=0.9.*cannot go down",
+        ),
     ],
 )
 def test_bad_schedule_arguments_raise(make, match):
