@@ -79,6 +79,8 @@ def main():
         max_accuracy_drop=args.max_accuracy_drop,
         epochs=args.epochs,
         output=args.output,
+        # Running this example again replaces its own earlier results.
+        overwrite=True,
         latency_runs=args.latency_runs,
         verbose=1,
     )

@@ -325,6 +325,13 @@ def compress(model, x, y):
         **_COMPRESS_ARGS,
     )
     assert result.budget_met
+    # The scan names the user's layers by their paths (nested: "block/x").
+    scanned = [row.layer for row in result.report.sensitivity.layers]
+    assert scanned
+    for path in scanned:
+        owner = model
+        for name in path.split("/"):
+            owner = owner.get_layer(name)  # raises for a name not the user's
     return Deployable(result.model, "float32", result.content)
 
 
