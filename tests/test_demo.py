@@ -24,9 +24,9 @@ def demo_run(tmp_path_factory):
                 "demo",
                 "-q",
                 "--max-train",
-                "1024",
+                "512",
                 "--max-test",
-                "256",
+                "128",
                 "--epochs",
                 "1",
                 "--finetune-epochs",
@@ -126,7 +126,7 @@ def _check_files_verified(demo_run):
         assert rows[name]["file_accuracy"] == pytest.approx(
             rows[name]["keras_accuracy"]
         )
-    # Quantized files may flip a few of the 256 borderline images.
+    # Quantized files may flip a few of the 128 borderline images.
     for variant, row in rows.items():
         assert abs(row["file_accuracy"] - row["keras_accuracy"]) < 0.05, variant
         assert row["latency_us"] > 0
@@ -180,7 +180,7 @@ def _check_files_named_and_verifiable(demo_run, capsys):
         )
         printed = capsys.readouterr().out
         assert status == 0, printed
-        assert "Verification on 256 samples" in printed
+        assert "Verification on 128 samples" in printed
         assert (
             f"keras {rows[stem]['keras_accuracy']:.2%}, "
             f"file {rows[stem]['file_accuracy']:.2%}"

@@ -2,6 +2,7 @@
 
 import os
 import secrets
+import tempfile
 
 TFLITE = "tflite"
 ONNX = "onnx"
@@ -39,7 +40,25 @@ def check_output_path(path, example_name):
             f"The folder of `path`={path!r} does not exist: {folder!r}. "
             "Create it first."
         )
+    try:
+        probe_writable(folder)
+    except OSError as error:
+        raise ValueError(
+            f"`path`={path!r} cannot be written: its folder {folder!r} "
+            f"refuses new files ({error.strerror or error}). Choose another "
+            "path."
+        ) from error
     return path
+
+
+def probe_writable(folder):
+    """Creates and removes a file in `folder`; raises `OSError` if it can't.
+
+    Permission bits do not say it (root ignores them; a read-only mount
+    or a full disk does not show in them): writing something does.
+    """
+    with tempfile.TemporaryFile(dir=folder):
+        pass
 
 
 def write_atomically(path, content):

@@ -216,7 +216,12 @@ def to_tflite(
                 saved_model_dir, format="tf_saved_model", verbose=False
             )
         if mode == "int8" and not calibrate:
-            _check_fake_quant_ranges(saved_model_dir)
+            from keras_compress.quantization import observers
+
+            # A model with this library's QAT layers has fake-quant ops by
+            # construction; only others need the (slower) graph search.
+            if not observers.is_quantization_aware(source):
+                _check_fake_quant_ranges(saved_model_dir)
             _warn_if_ranges_never_learned(source)
         if calibrate and samples is None:
             # Subclassed models have no `model.inputs`: read the input

@@ -17,7 +17,6 @@ one folder. Three rules keep a user's results from being lost or mixed:
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -31,6 +30,10 @@ _RESULT_NAMES = (
     "model.tflite",
     "model.onnx",
     "report.json",
+    "report.md",
+    "report.html",
+    "stages.png",
+    "sensitivity.png",
     "recipe.json",
     "sensitivity.json",
 )
@@ -61,8 +64,7 @@ def prepare(folder, fingerprint, *, resume, overwrite):
     try:
         os.makedirs(os.path.join(folder, STAGES), exist_ok=True)
         # Write something now rather than find out after the training.
-        with tempfile.TemporaryFile(dir=os.path.join(folder, STAGES)):
-            pass
+        _files.probe_writable(os.path.join(folder, STAGES))
     except OSError as error:
         raise ValueError(
             f"`output`={folder!r} cannot be written ({error.strerror or error})"

@@ -333,6 +333,24 @@ def test_missing_folder_fails_before_conversion(tmp_path, monkeypatch):
     assert not path.parent.exists()
 
 
+def test_unwritable_folder_fails_before_conversion(tmp_path, monkeypatch):
+    from keras_compress.convert import _files
+
+    model = _tiny_dense_model()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("the model was exported")
+
+    def refuse(*args, **kwargs):
+        # Root ignores permission bits: make the probe's write fail.
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(model, "export", no_export)
+    monkeypatch.setattr(_files.tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ValueError, match="cannot be written.*Read-only"):
+        to_tflite(model, path=tmp_path / "model.tflite")
+
+
 def test_path_gets_the_returned_bytes(tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(b"old")

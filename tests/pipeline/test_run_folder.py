@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_compress import pipeline
+from keras_compress.convert import _files
 from keras_compress.pipeline import run_folder
 
 # No training: the original model, converted and verified (seconds).
@@ -116,7 +117,7 @@ def test_an_output_that_cannot_be_written_fails_first(
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(run_folder.tempfile, "TemporaryFile", refuse)
+        monkeypatch.setattr(_files.tempfile, "TemporaryFile", refuse)
         match = "cannot be written"
     _never_trains(monkeypatch)
     with pytest.raises(ValueError, match=match):
