@@ -172,7 +172,13 @@ def _convert(args):
         kind = "ONNX" + (" (float16 inside)" if args.float16 else "")
     else:
         mode = args.mode or "float32"
-        try:
+        # Speak in the command's terms, not the Python API's.
+        with _in_command_terms(
+            {
+                "`representative_data`": "--calib DATA.npz",
+                "`int8_io=True`": "--int8-io",
+            }
+        ):
             content = convert.to_tflite(
                 model,
                 mode,
@@ -184,13 +190,6 @@ def _convert(args):
                 num_calibration_samples=args.num_calibration_samples,
                 verbose=2 if args.native_logs else 0 if args.quiet else "auto",
             )
-        except ValueError as error:
-            # Speak in the command's terms, not the Python API's.
-            raise CommandError(
-                str(error)
-                .replace("`representative_data`", "--calib DATA.npz")
-                .replace("`int8_io=True`", "--int8-io")
-            ) from error
         kind = f"LiteRT {mode}" + (", int8 I/O" if args.int8_io else "")
     raw, gzipped = convert.file_sizes(content)
     if not args.quiet:
