@@ -39,7 +39,7 @@ def captured(show=False, replay_on_error=False):
     Yields:
         Nothing.
     """
-    if show:
+    if show or not _descriptor_2_is_open():
         yield
         return
     try:
@@ -81,6 +81,16 @@ def captured(show=False, replay_on_error=False):
             sys.stderr = saved_python_stderr
             os.dup2(saved_fd, 2)
             os.close(saved_fd)
+
+
+def _descriptor_2_is_open():
+    # A daemon may run with descriptor 2 closed: nothing to capture then,
+    # and the conversion must not fail for it.
+    try:
+        os.fstat(2)
+    except OSError:
+        return False
+    return True
 
 
 # One stand-in per terminal, never closed: a logging handler made during a
