@@ -28,6 +28,7 @@ from keras_compress import lowrank
 from keras_compress import pipeline
 from keras_compress import pruning
 from keras_compress import quantization
+from keras_compress.pipeline.report import describe_drop
 
 
 def reference_cnn(input_shape=(28, 28, 1), num_classes=10):
@@ -215,18 +216,6 @@ def file_stem(variant):
         become one underscore, none at either end.
     """
     return re.sub(r"[^a-z0-9]+", "_", variant.lower()).strip("_")
-
-
-def describe_drop(drop):
-    """A drop in words: `"drops 0.0055"`, or `"gains 0.0010"` if negative.
-
-    Args:
-        drop: Reference accuracy minus the variant's accuracy.
-
-    Returns:
-        A phrase for a sentence about the variant.
-    """
-    return f"drops {drop:.4f}" if drop >= 0 else f"gains {-drop:.4f}"
 
 
 def run_demo(

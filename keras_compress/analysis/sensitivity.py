@@ -5,8 +5,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from keras_compress import data_checks
 from keras_compress import rewrite
-from keras_compress.convert.verify import class_labels
 from keras_compress.convert.verify import class_predictions
 from keras_compress.pruning import masks
 from keras_compress.pruning import registry
@@ -116,7 +116,7 @@ def _accuracy(model, x, y, batch_size):
     # The rule verify() applies to files, so the scan and the budget agree.
     outputs = model.predict(x, batch_size=batch_size, verbose=0)
     predicted = class_predictions(outputs)
-    return float(np.mean(predicted == class_labels(y, len(x))))
+    return float(np.mean(predicted == data_checks.check_labels(y, "y", len(x))))
 
 
 def _prunable_layers(model):

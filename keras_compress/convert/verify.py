@@ -293,8 +293,3 @@ def class_predictions(outputs, threshold=None):
             threshold = _threshold(outputs)
         return (outputs[:, 0] > threshold).astype(np.int64)
     return np.argmax(outputs, axis=1)
-
-
-def class_labels(y, num_samples):
-    """Integer labels from integer or one-hot `y`, checked against `x`."""
-    return data_checks.check_labels(y, "y", num_samples)

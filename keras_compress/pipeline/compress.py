@@ -328,15 +328,16 @@ def compress(
         else max(finals, key=lambda f: stages[f[0]].file_accuracy)
     )
     drop = stages[chosen].accuracy_drop
+    in_words = report_lib.describe_drop(drop)  # "drops 0.0055", "gains ..."
     if budget_met:
         message = (
-            f"Budget met: the {target} file {_drop_words(drop)} accuracy "
+            f"Budget met: the {target} file {in_words} accuracy "
             f"(<= {max_accuracy_drop:.4f})."
         )
     else:
         message = (
             f"Budget NOT met: no try kept the accuracy drop within "
-            f"{max_accuracy_drop:.4f}; the best file {_drop_words(drop)}. "
+            f"{max_accuracy_drop:.4f}; the best file {in_words}. "
             "Delivered that file; allow a larger max_accuracy_drop, train "
             "longer (epochs) or use a lighter recipe."
         )
@@ -372,11 +373,6 @@ def compress(
         report=report,
         budget_met=budget_met,
     )
-
-
-def _drop_words(drop):
-    """ "loses 0.0055" or, for a file better than the original, "gains"."""
-    return f"loses {drop:.4f}" if drop >= 0 else f"gains {-drop:.4f}"
 
 
 def _budget_recipes(plan, target, epochs):

@@ -8,6 +8,20 @@ import os
 from keras_compress.convert import _files
 
 
+def describe_drop(drop):
+    """A drop in words: `"drops 0.0055"`, or `"gains 0.0010"` if negative.
+
+    The one wording of the reports, the demo and `compress()`'s messages.
+
+    Args:
+        drop: Reference accuracy minus the variant's accuracy.
+
+    Returns:
+        A phrase for a sentence about the variant.
+    """
+    return f"drops {drop:.4f}" if drop >= 0 else f"gains {-drop:.4f}"
+
+
 @dataclasses.dataclass(frozen=True)
 class StageResult:
     """Figures of one model and its converted file.
