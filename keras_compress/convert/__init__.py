@@ -7,7 +7,10 @@ that pays. `to_onnx` writes an ONNX model (float32, or float16 inside with
 float32 I/O) for ONNX Runtime and its GPU providers (`pip install
 keras-compress[onnx]`). `run_tflite`, `measure_latency`, `file_sizes` and
 `op_details` run and inspect a LiteRT file with the LiteRT interpreter
-(`pip install keras-compress[litert]`); `run_onnx` and
+(`pip install keras-compress[litert]`); `to_tflite(..., precision=...)`
+quantizes chosen layers to int4, int8 or float (`LayerPrecision`) and
+`weight_tensors` reads back what each weight tensor of a file holds;
+`run_onnx` and
 `measure_onnx_latency` do the same for ONNX files with ONNX Runtime. `verify`
 compares either kind of file with the Keras model: accuracy, agreement,
 output differences, size and latency.
@@ -24,11 +27,14 @@ print(keras_compress.convert.verify(model, onnx_blob, x_test, y_test))
 ```
 """
 
+from keras_compress.convert.flatbuffer import WeightTensor
+from keras_compress.convert.flatbuffer import weight_tensors
 from keras_compress.convert.interpreter import OpDetail
 from keras_compress.convert.interpreter import file_sizes
 from keras_compress.convert.interpreter import measure_latency
 from keras_compress.convert.interpreter import op_details
 from keras_compress.convert.interpreter import run_tflite
+from keras_compress.convert.layer_precision import LayerPrecision
 from keras_compress.convert.onnx import measure_onnx_latency
 from keras_compress.convert.onnx import run_onnx
 from keras_compress.convert.onnx import to_onnx
@@ -38,6 +44,7 @@ from keras_compress.convert.verify import VerificationReport
 from keras_compress.convert.verify import verify
 
 __all__ = [
+    "LayerPrecision",
     "OpDetail",
     "VerificationReport",
     "file_sizes",
@@ -50,4 +57,6 @@ __all__ = [
     "to_onnx",
     "to_tflite",
     "verify",
+    "weight_tensors",
+    "WeightTensor",
 ]

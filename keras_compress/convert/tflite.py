@@ -18,6 +18,7 @@ from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _recurrent
 from keras_compress.convert import _tensorflow_worker
+from keras_compress.convert import layer_precision
 from keras_compress.core import keras_private
 
 MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
@@ -45,6 +46,8 @@ def to_tflite(
     path=None,
     allow_select_tf_ops=False,
     num_calibration_samples=200,
+    precision=None,
+    algorithm="min_max",
     verbose="auto",
 ):
     """Converts a Keras model to a LiteRT (TFLite) flatbuffer.
@@ -77,6 +80,18 @@ def to_tflite(
     the Keras model's int8 kernels; `"float32"`/`"float16"` store float
     kernels and warn.
 
+    Per-layer precision: `precision={"conv2d": "w4a8", "dense": "w4"}` (or
+    one spec string for every layer) converts a float32 file and quantizes
+    it with Google's `ai-edge-quantizer` from that recipe, keyed by Keras
+    layer name or path; layers it does not name get the mode's precision
+    (`"int8"`: `"w8a8"`, `"dynamic"`: `"w8-dynamic"`, `"int16x8"`:
+    `"w8a16"`, `"float32"`: float). Specs are listed in `LayerPrecision`:
+    int4 or int8 weights with int8/int16 activations, weight-only int8/int4,
+    dynamic int8/int4/int2, block-wise scales, float. Where LiteRT has no
+    kernel for a precision (int4 depthwise convolutions, say) the layer
+    keeps the mode's precision and a warning names it; `weight_tensors(file)`
+    lists what every weight tensor holds, by layer.
+
     Args:
         model: A built `keras.Model` (Sequential, Functional or subclassed).
         mode: One of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`,
@@ -108,6 +123,19 @@ def to_tflite(
             as TensorFlow ops (`SELECT_TF_OPS`). The file then needs the
             Flex delegate at run time, so this is off by default.
         num_calibration_samples: Most calibration samples to use.
+        precision: `None`, a `LayerPrecision` spec string for every layer
+            with weights (e.g. `"w4a8"`), or a dict `{layer name or path:
+            spec}`; naming a nested model or a MultiHeadAttention layer
+            applies to the layers inside it. Needs `pip install
+            keras-compress[litert]`, a float model (not QAT or
+            Keras-quantized) and `representative_data` when any layer has
+            integer activations.
+        algorithm: With `precision=`, how weights are rounded: `"min_max"`
+            (to the nearest level of the full range), `"mse"` (the range
+            with the least squared error) or `"gptq"` (GPTQ's
+            error-compensating rounding, from `representative_data`; LiteRT's
+            quantizer applies it to fully connected layers, others use
+            `"min_max"`).
         verbose: `0` prints nothing, `1` a calibration progress bar,
             `"auto"` the bar when standard output is a terminal, `2` the bar
             and the native log lines of the TensorFlow exporter and the
@@ -141,6 +169,15 @@ def to_tflite(
     # Fail before any conversion work on a path that cannot be written.
     if path is not None:
         path = _files.check_output_path(path, "model.tflite")
+    if precision is not None:
+        precision = _check_precision_arguments(
+            model, precision, mode, int8_io, sparse, algorithm
+        )
+    elif algorithm != "min_max":
+        raise ValueError(
+            f"`algorithm`={algorithm!r} applies to `precision=` conversions; "
+            "pass `precision` (e.g. 'w4a8') too."
+        )
     if mode == "int16x8" and representative_data is None:
         raise ValueError(
             "`mode='int16x8'` needs calibration data: pass "
@@ -165,8 +202,30 @@ def to_tflite(
             sparse=sparse,
             allow_select_tf_ops=allow_select_tf_ops,
             num_calibration_samples=num_calibration_samples,
+            precision=precision,
+            algorithm=algorithm,
             verbose=0,
         )
+    if precision is not None:
+        content = layer_precision.quantize(
+            _precision.float32_compute_copy(model),
+            precision,
+            mode,
+            float_converter=lambda m: to_tflite(
+                m,
+                "float32",
+                sparse=False,
+                allow_select_tf_ops=allow_select_tf_ops,
+                verbose=verbose,
+            ),
+            representative_data=representative_data,
+            num_calibration_samples=num_calibration_samples,
+            algorithm=algorithm,
+            verbose=verbose,
+        )
+        if path is not None:
+            _files.write_atomically(path, content)
+        return content
     import tensorflow as tf
 
     calibrate = mode in _INTEGER_MODES and representative_data is not None
@@ -249,6 +308,42 @@ def to_tflite(
     if path is not None:
         _files.write_atomically(path, content)
     return content
+
+
+def _check_precision_arguments(
+    model, precision, mode, int8_io, sparse, algorithm
+):
+    """Checks the arguments of a `precision=` conversion; returns the
+    normalized precision dict."""
+    from keras_compress.quantization import observers
+
+    precision = layer_precision.normalize(precision, mode)
+    if algorithm not in layer_precision.ALGORITHMS:
+        raise ValueError(
+            f"Unknown `algorithm`={algorithm!r}. Expected one of "
+            f"{', '.join(layer_precision.ALGORITHMS)}."
+        )
+    if int8_io:
+        raise ValueError(
+            "`int8_io=True` does not combine with `precision=`: the "
+            "per-layer quantizer keeps float input and output."
+        )
+    if sparse:
+        raise ValueError(
+            "`sparse=True` does not combine with `precision=`: LiteRT's "
+            "sparse format holds float and int8 weights only. Leave "
+            "`sparse` unset; gzip still captures the zeros of a pruned model."
+        )
+    if observers.is_quantization_aware(model) or (
+        _keras_quantized.quantized_layers(model)
+    ):
+        raise ValueError(
+            "`precision=` quantizes a float model after training, but this "
+            "model is already quantized (QAT layers or Keras's "
+            "`Model.quantize`). Convert it with `mode='int8'`, or give the "
+            "float model."
+        )
+    return precision
 
 
 def _make_exportable(model):

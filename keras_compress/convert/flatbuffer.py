@@ -1,0 +1,272 @@
+"""What a LiteRT file stores: its weight tensors, their types and sizes.
+
+The interpreter reports a 4-bit tensor as int8 (NumPy has no int4), so
+the precision actually in a file is read here from the flatbuffer itself,
+with `ai_edge_litert`'s own schema and reader.
+"""
+
+import dataclasses
+import json
+
+from keras_compress.convert import _files
+
+# Operators whose constant input is a weight a precision choice applies to.
+WEIGHT_OPS = (
+    "BATCH_MATMUL",
+    "CONV_2D",
+    "CONV_3D",
+    "DEPTHWISE_CONV_2D",
+    "EMBEDDING_LOOKUP",
+    "FULLY_CONNECTED",
+    "GATHER",
+    "TRANSPOSE_CONV",
+)
+# Metadata entry in which `to_tflite(precision=...)` records, per operator,
+# the Keras layer it came from.
+LAYERS_METADATA = "keras_compress.layers"
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightTensor:
+    """One weight tensor of a LiteRT file, as stored.
+
+    Attributes:
+        op_index: Position of the operator that reads it in the execution
+            plan of the main subgraph.
+        op_name: That operator's builtin name, e.g. `"CONV_2D"`.
+        tensor_name: The tensor's name in the file.
+        dtype: The stored type: `"int4"`, `"int8"`, `"int2"`, `"float16"`,
+            `"float32"`, ...
+        shape: The tensor's shape.
+        granularity: `"tensor"`, `"channel"` or `"block<N>"` for a
+            quantized tensor (one scale per tensor, per output channel, or
+            per block of N values); `None` for a float one.
+        compute: How the operator computes: `"integer"` (integer
+            activations and kernels), `"dynamic"` (float activations
+            quantized on the fly by the kernel) or `"float"` (the weight is
+            dequantized first, or is float).
+        num_bytes: Bytes the tensor's data takes in the file.
+        layer: Path of the Keras layer the operator came from, where the
+            file records it (files written with `to_tflite(precision=...)`),
+            else `None`.
+    """
+
+    op_index: int
+    op_name: str
+    tensor_name: str
+    dtype: str
+    shape: tuple
+    granularity: str | None
+    compute: str
+    num_bytes: int
+    layer: str | None = None
+
+    @property
+    def precision(self):
+        """Short form for reports, e.g. `"int4 (channel, integer)"`."""
+        if self.granularity is None:
+            return self.dtype
+        return f"{self.dtype} ({self.granularity}, {self.compute})"
+
+
+def weight_tensors(model_content):
+    """Lists the weight tensors of a LiteRT file with their stored types.
+
+    Each operator that reads a constant weight (convolutions, fully
+    connected, batch matmul, embedding lookups) contributes one entry. A
+    weight behind a `DEQUANTIZE` op (weight-only quantization, float16
+    files) is reported with its stored type and `compute="float"`.
+
+    Args:
+        model_content: The flatbuffer bytes or a path to a `.tflite` file.
+
+    Returns:
+        A list of `WeightTensor`, in execution order.
+
+    Example:
+
+    ```python
+    for tensor in weight_tensors(blob):
+        print(tensor.op_name, tensor.layer, tensor.precision, tensor.num_bytes)
+    ```
+    """
+    model = read_model(model_content)
+    layers = layer_map(model)
+    graph = model.subgraphs[0]
+    result = []
+    for index, op, tensor_index, dequantized in weight_ops(model):
+        tensor = graph.tensors[tensor_index]
+        dtype = type_name(tensor.type)
+        activation = _activation_type(graph, op, tensor_index)
+        if dtype.startswith(("int", "uint")) and not dequantized:
+            compute = "integer" if activation.startswith("int") else "dynamic"
+        else:
+            compute = "float"
+        result.append(
+            WeightTensor(
+                op_index=index,
+                op_name=op_name(model, op),
+                tensor_name=_decode(tensor.name),
+                dtype=dtype,
+                shape=tuple(int(d) for d in tensor.shape),
+                granularity=_granularity(tensor),
+                compute=compute,
+                num_bytes=_buffer_bytes(model, tensor),
+                layer=layers.get(index),
+            )
+        )
+    return result
+
+
+def read_model(model_content):
+    """The file as `ai_edge_litert`'s mutable object tree (`ModelT`)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    content = _files.read_model_bytes(model_content)
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+
+
+def write_model(model):
+    """The bytes of a `ModelT`."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def op_name(model, op):
+    """The builtin name of `op`, e.g. `"CONV_2D"`."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    code = flatbuffer_utils.get_builtin_code_from_operator_code(
+        model.operatorCodes[op.opcodeIndex]
+    )
+    return _enum_names(schema.BuiltinOperator).get(code, str(code))
+
+
+def type_name(tensor_type):
+    """`"float32"`, `"int4"`, ... for a flatbuffer `TensorType` value."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    return _enum_names(schema.TensorType)[tensor_type].lower()
+
+
+def tensor_names(graph, indices):
+    """The names of the tensors at `indices` (skipping omitted inputs)."""
+    return [_decode(graph.tensors[i].name) for i in _indices(indices)]
+
+
+def layer_map(model):
+    """`{op_index: layer_path}` recorded in the file's metadata, or `{}`."""
+    for entry in model.metadata or ():
+        if _decode(entry.name) == LAYERS_METADATA:
+            data = model.buffers[entry.buffer].data
+            if data is None:
+                return {}
+            recorded = json.loads(bytes(data).decode("utf-8"))
+            return {int(index): path for index, path in recorded.items()}
+    return {}
+
+
+def set_layer_map(model, layers):
+    """Records `{op_index: layer_path}` in the metadata of `model`."""
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    buffer = schema.BufferT()
+    text = json.dumps({str(k): v for k, v in sorted(layers.items())})
+    buffer.data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = LAYERS_METADATA
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [
+        m for m in (model.metadata or ()) if _decode(m.name) != LAYERS_METADATA
+    ] + [entry]
+
+
+def weight_ops(model):
+    """Yields `(op_index, op, weight_tensor_index, dequantized)` for each
+    operator of the main subgraph that reads a constant weight (directly,
+    or through a `DEQUANTIZE` op: `dequantized=True`)."""
+    graph = model.subgraphs[0]
+    producers = {}
+    for op in graph.operators:
+        for output in _indices(op.outputs):
+            producers[output] = op
+    for index, op in enumerate(graph.operators):
+        if op_name(model, op) not in WEIGHT_OPS:
+            continue
+        found = _weight_input(model, graph, op, producers)
+        if found is not None:
+            yield (index, op, *found)
+
+
+def _weight_input(model, graph, op, producers):
+    """`(tensor_index, dequantized)` of the op's constant weight, or None."""
+    for tensor_index in _indices(op.inputs):
+        tensor = graph.tensors[tensor_index]
+        if len(tensor.shape) < 2:
+            continue
+        if _is_constant(model, tensor):
+            return tensor_index, False
+        producer = producers.get(tensor_index)
+        if producer is not None and op_name(model, producer) == "DEQUANTIZE":
+            source = _indices(producer.inputs)[0]
+            if _is_constant(model, graph.tensors[source]):
+                return source, True
+    return None
+
+
+def _activation_type(graph, op, weight_index):
+    """Type of the op's first input (its activation), weight aside."""
+    for tensor_index in _indices(op.inputs):
+        if tensor_index != weight_index:
+            return type_name(graph.tensors[tensor_index].type)
+    return "float32"
+
+
+def _is_constant(model, tensor):
+    if not tensor.buffer:
+        return False
+    return _buffer_bytes(model, tensor) > 0
+
+
+def _buffer_bytes(model, tensor):
+    buffer = model.buffers[tensor.buffer]
+    if buffer.data is not None:
+        return len(buffer.data)
+    # Large models keep their data after the flatbuffer (offset and size).
+    return int(getattr(buffer, "size", 0) or 0)
+
+
+def _granularity(tensor):
+    quantization = tensor.quantization
+    if quantization is None:
+        return None
+    details = getattr(quantization, "details", None)
+    block_size = getattr(details, "blockSize", None)
+    if block_size:
+        return f"block{block_size}"
+    scales = quantization.scale
+    if scales is None or len(scales) == 0:
+        return None
+    return "channel" if len(scales) > 1 else "tensor"
+
+
+def _indices(indices):
+    return [int(i) for i in (indices if indices is not None else ()) if i >= 0]
+
+
+def _decode(name):
+    if name is None:
+        return ""
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def _enum_names(enum_class):
+    return {
+        value: key
+        for key, value in vars(enum_class).items()
+        if not key.startswith("_") and isinstance(value, int)
+    }

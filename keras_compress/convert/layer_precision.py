@@ -1,0 +1,547 @@
+"""Per-layer precision in a LiteRT file: int4, int8, int16 activations, float.
+
+`to_tflite(model, mode, precision={...})` converts the model to a float32
+file and quantizes it with Google's `ai-edge-quantizer` (the LiteRT
+project's own post-training quantizer, which writes packed int4 tensors and
+block-wise scales) from a recipe keyed by Keras layer, not by `.tflite`
+tensor names:
+
+- Each layer that owns a kernel is given a unique name for the duration of
+  the export, so every operator it becomes carries that name in the file.
+  This maps operators to layers exactly, for nested models, subclassed
+  models, shared layers and fused ops alike (TensorFlow's own name scopes
+  are renumbered on export: `"dense"` and `"dense_1"` become ambiguous).
+  The model's names are restored before the call returns and the file's
+  tensors get the real names back.
+- The quantizer silently keeps an operator at the mode's precision (or in
+  float) when LiteRT has no kernel for the precision asked, e.g. int4
+  depthwise convolutions. The file is read back, every layer whose
+  weights do not hold the precision asked for is named in a warning, and
+  the file records which layer each operator came from
+  (`keras_compress.convert.weight_tensors` lists it).
+"""
+
+import contextlib
+import dataclasses
+import io
+import re
+import sys
+import warnings
+
+from keras_compress import rewrite
+from keras_compress.convert import _native_logs
+from keras_compress.convert import flatbuffer
+
+_ALIASES = {
+    "float32": "float",
+    "int8": "w8a8",
+    "int4": "w4a8",
+    "int16x8": "w8a16",
+    "dynamic": "w8-dynamic",
+}
+_SPEC = re.compile(
+    r"^w(?P<weights>[248])"
+    r"(?:a(?P<activations>8|16)|(?P<dynamic>-dynamic))?"
+    r"(?:/b(?P<block>32|64|128|256))?$"
+)
+# The precision of layers the map does not name, per `to_tflite` mode.
+MODE_DEFAULTS = {
+    "float32": "float",
+    "dynamic": "w8-dynamic",
+    "int8": "w8a8",
+    "int16x8": "w8a16",
+}
+ALGORITHMS = {
+    "min_max": "min_max_uniform_quantize",
+    "mse": "mse",
+    "gptq": "gptq",
+}
+# Layers are renamed `kcq<i>q` during the export; TensorFlow may append
+# "_<n>" to the scope.
+_TAG = re.compile(r"kcq(\d+)q(?:_\d+)?")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPrecision:
+    """The precision of one layer's weights and activations in a file.
+
+    Written as a short spec string:
+
+    - `"float"` (or `"float32"`): not quantized.
+    - `"w8a8"` (`"int8"`), `"w4a8"` (`"int4"`), `"w8a16"` (`"int16x8"`),
+      `"w4a16"`: integer kernels, 8- or 4-bit weights (one scale per output
+      channel) and 8- or 16-bit activations calibrated on data.
+    - `"w8"`, `"w4"`: weight-only; weights stored in 8 or 4 bits and
+      dequantized to float before a float kernel (smallest accuracy loss,
+      no speed-up).
+    - `"w8-dynamic"` (`"dynamic"`), `"w4-dynamic"`, `"w2-dynamic"`: dynamic
+      range; float activations quantized on the fly by the kernel.
+    - A `"/b32"`, `"/b64"`, `"/b128"` or `"/b256"` suffix asks for one scale
+      per block of that many values instead of per channel (LiteRT has
+      block-wise kernels for dynamic 4- and 2-bit fully connected layers
+      and embedding lookups).
+
+    Args:
+        weight_bits: 2, 4 or 8; `None` for float.
+        activation_bits: 8 or 16 for integer kernels; `None` for
+            weight-only or dynamic-range layers.
+        dynamic: Dynamic-range kernel (float activations quantized on the
+            fly).
+        block_size: Values per scale for block-wise weights, or `None` for
+            one scale per output channel.
+
+    Example:
+
+    ```python
+    LayerPrecision.from_spec("w4a8")
+    # LayerPrecision(weight_bits=4, activation_bits=8, ...)
+    ```
+    """
+
+    weight_bits: int | None = None
+    activation_bits: int | None = None
+    dynamic: bool = False
+    block_size: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec):
+        """Parses a spec string (see the class docstring), or passes a
+        `LayerPrecision` through."""
+        if isinstance(spec, LayerPrecision):
+            return spec
+        if not isinstance(spec, str):
+            raise TypeError(
+                f"A layer precision must be a string such as 'w4a8', got "
+                f"{type(spec).__name__}: {spec!r}."
+            )
+        text = _ALIASES.get(spec.strip().lower(), spec.strip().lower())
+        if text == "float":
+            return cls()
+        match = _SPEC.match(text)
+        if match is None:
+            raise ValueError(
+                f"Unknown layer precision {spec!r}. Expected 'float', 'w8a8' "
+                "(or 'int8'), 'w4a8' (or 'int4'), 'w8a16' (or 'int16x8'), "
+                "'w4a16', weight-only 'w8'/'w4', dynamic-range "
+                "'w8-dynamic'/'w4-dynamic'/'w2-dynamic', optionally with a "
+                "block size such as 'w4-dynamic/b32'."
+            )
+        weights = int(match["weights"])
+        activations = match["activations"]
+        dynamic = match["dynamic"] is not None
+        block = match["block"]
+        if weights == 2 and not dynamic:
+            raise ValueError(
+                f"Layer precision {spec!r}: 2-bit weights exist in LiteRT "
+                "only as dynamic range; use 'w2-dynamic'."
+            )
+        if block and (activations or not dynamic or weights == 8):
+            raise ValueError(
+                f"Layer precision {spec!r}: block-wise scales exist in "
+                "LiteRT only for dynamic-range 4- and 2-bit weights; use "
+                f"'w{min(weights, 4)}-dynamic/b{block}'."
+            )
+        return cls(
+            weight_bits=weights,
+            activation_bits=int(activations) if activations else None,
+            dynamic=dynamic,
+            block_size=int(block) if block else None,
+        )
+
+    @property
+    def is_float(self):
+        return self.weight_bits is None
+
+    @property
+    def needs_calibration(self):
+        """Integer activations need ranges measured on data."""
+        return self.activation_bits is not None
+
+    def __str__(self):
+        if self.is_float:
+            return "float"
+        text = f"w{self.weight_bits}"
+        if self.activation_bits:
+            text += f"a{self.activation_bits}"
+        elif self.dynamic:
+            text += "-dynamic"
+        if self.block_size:
+            text += f"/b{self.block_size}"
+        return text
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def holds(self, tensor):
+        """Whether a `flatbuffer.WeightTensor` is stored as asked."""
+        if self.is_float:
+            return tensor.granularity is None
+        if tensor.dtype != f"int{self.weight_bits}":
+            return False
+        if self.block_size and tensor.granularity != f"block{self.block_size}":
+            return False
+        expected = (
+            "integer"
+            if self.activation_bits
+            else "dynamic"
+            if self.dynamic
+            else "float"
+        )
+        return tensor.compute == expected
+
+    def recipe_entry(self, regex, algorithm="min_max"):
+        """One `ai-edge-quantizer` recipe entry applying this precision."""
+        if self.is_float:
+            return {
+                "regex": regex,
+                "operation": "*",
+                "algorithm_key": "no_quantize",
+                "op_config": {},
+            }
+        weights = {
+            "num_bits": self.weight_bits,
+            "symmetric": True,  # LiteRT's kernels take symmetric weights.
+            "granularity": (
+                f"BLOCKWISE_{self.block_size}"
+                if self.block_size
+                else "CHANNELWISE"
+            ),
+            "dtype": "INT",
+        }
+        config = {"weight_tensor_config": weights}
+        if self.activation_bits:
+            config["activation_tensor_config"] = {
+                "num_bits": self.activation_bits,
+                # int16 activations are symmetric in LiteRT, int8 not.
+                "symmetric": self.activation_bits == 16,
+                "granularity": "TENSORWISE",
+                "dtype": "INT",
+            }
+        weight_only = not self.activation_bits and not self.dynamic
+        config["compute_precision"] = "FLOAT" if weight_only else "INTEGER"
+        config["explicit_dequantize"] = weight_only
+        return {
+            "regex": regex,
+            "operation": "*",
+            "algorithm_key": ALGORITHMS[algorithm],
+            "op_config": config,
+        }
+
+
+def normalize(precision, mode):
+    """Checks a `precision` argument; returns `{key: spec string}`.
+
+    Args:
+        precision: A spec string (every quantizable layer) or a dict
+            `{layer name or path: spec}`.
+        mode: The `to_tflite` mode, which sets the precision of layers the
+            dict does not name.
+
+    Returns:
+        A dict of canonical spec strings; the key `"*"` stands for every
+        layer.
+    """
+    if mode not in MODE_DEFAULTS:
+        raise ValueError(
+            f"`precision=` works with `mode` in {sorted(MODE_DEFAULTS)}, got "
+            f"`mode`={mode!r}. For a float16 file with some layers "
+            "quantized, quantize those layers in a float32 file instead."
+        )
+    if isinstance(precision, (str, LayerPrecision)):
+        precision = {"*": precision}
+    if not isinstance(precision, dict) or not precision:
+        raise TypeError(
+            "`precision` must be a spec string such as 'w4a8' or a non-empty "
+            "dict {layer name: spec}, got "
+            f"{type(precision).__name__}: {precision!r}."
+        )
+    result = {}
+    for key, spec in precision.items():
+        if not isinstance(key, str):
+            raise TypeError(
+                f"`precision` keys must be layer names (strings), got {key!r}."
+            )
+        try:
+            result[key] = str(LayerPrecision.from_spec(spec))
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"`precision[{key!r}]`: {error}") from None
+    return result
+
+
+def quantizable_layers(model):
+    """`[(path, layer)]` of the leaf layers that own a kernel (a weight of
+    two or more dimensions): the layers a precision can apply to."""
+    return [
+        (path, layer)
+        for path, layer in rewrite.iter_layers(model)
+        if any(len(weight.shape) >= 2 for weight in layer.weights)
+    ]
+
+
+def resolve(model, precision):
+    """`{leaf path: LayerPrecision}` for a normalized `precision` dict.
+
+    A key may name a leaf layer (by name or path) or a container (a nested
+    model, a MultiHeadAttention layer): a container's precision applies to
+    the leaves inside it, and a leaf's own entry wins over its container's.
+    """
+    leaves = quantizable_layers(model)
+    paths = [path for path, _ in leaves]
+    containers = {
+        path: layer
+        for path, layer in rewrite.iter_layers(model, include_models=True)
+        if path not in paths
+    }
+    result = {}
+    # Shorter (outer) keys first, so that inner entries override them.
+    for key in sorted(precision, key=lambda k: (k != "*", k.count("/"))):
+        spec = LayerPrecision.from_spec(precision[key])
+        if key == "*":
+            chosen = paths
+        else:
+            chosen = [p for p in paths if _names(key, p)]
+            if not chosen and any(_names(key, p) for p in containers):
+                prefix = next(p for p in containers if _names(key, p))
+                chosen = [p for p in paths if p.startswith(prefix + "/")]
+            if not chosen:
+                listed = ", ".join(repr(p) for p in paths) or "none"
+                raise ValueError(
+                    f"`precision` names layer {key!r}, which is not a layer "
+                    f"with weights in '{model.name}'. Layers a precision "
+                    f"can apply to: {listed}."
+                )
+        for path in chosen:
+            result[path] = spec
+    return result
+
+
+def _names(key, path):
+    """Whether `key` (a name or a path) names the layer at `path`."""
+    return key == path or ("/" not in key and path.split("/")[-1] == key)
+
+
+@contextlib.contextmanager
+def tagged_layer_names(model):
+    """Renames each quantizable layer `kcq<i>q` for the duration.
+
+    Yields:
+        `{i: path}`. The original names are restored on exit.
+    """
+    leaves = quantizable_layers(model)
+    originals = [layer.name for _, layer in leaves]
+    try:
+        for i, (_, layer) in enumerate(leaves):
+            layer.name = f"kcq{i}q"
+        yield {i: path for i, (path, _) in enumerate(leaves)}
+    finally:
+        for (_, layer), name in zip(leaves, originals):
+            layer.name = name
+
+
+def op_layers(model_t, tags):
+    """`{op_index: layer path}` for the weight ops of a tagged file."""
+    graph = model_t.subgraphs[0]
+    result = {}
+    for index, op, weight, _ in flatbuffer.weight_ops(model_t):
+        # The weight's own name first: an op's other inputs and fused
+        # outputs may carry a neighbouring layer's scope.
+        names = flatbuffer.tensor_names(graph, [weight])
+        names += flatbuffer.tensor_names(graph, op.outputs)
+        for name in names:
+            match = _TAG.search(name)
+            if match and int(match[1]) in tags:
+                result[index] = tags[int(match[1])]
+                break
+    return result
+
+
+def op_scope(graph, op):
+    """The scope `ai-edge-quantizer` matches recipe regexes against."""
+    names = [n for n in flatbuffer.tensor_names(graph, op.outputs) if n]
+    if not names:
+        names = [n for n in flatbuffer.tensor_names(graph, op.inputs) if n]
+    return ";".join(names) + (";" if names else "")
+
+
+def build_recipe(model_t, layers, per_layer, default, algorithm):
+    """The quantizer's recipe: the default for every op, then one entry per
+    weight op whose layer has its own precision (the last match wins)."""
+    recipe = []
+    entries = [default.recipe_entry(".*")]
+    if algorithm != "min_max" and not default.is_float:
+        # Ops the algorithm does not cover fall back to the entry before.
+        entries.append(default.recipe_entry("(?:.*)", algorithm))
+    recipe.extend(entries)
+    graph = model_t.subgraphs[0]
+    for index, path in sorted(layers.items()):
+        spec = per_layer.get(path)
+        if spec is None or spec == default:
+            continue
+        regex = "^" + re.escape(op_scope(graph, graph.operators[index])) + "$"
+        recipe.append(spec.recipe_entry(regex))
+        if algorithm != "min_max" and not spec.is_float:
+            recipe.append(spec.recipe_entry(f"(?:{regex})", algorithm))
+    return recipe
+
+
+def restore_names(model_t, tags, names):
+    """Puts the layers' real names back into the file's tensor names."""
+
+    def real(match):
+        index = int(match[1])
+        suffix = match[0][len(f"kcq{index}q") :]
+        return names[index] + suffix if index in names else match[0]
+
+    for graph in model_t.subgraphs:
+        for tensor in graph.tensors:
+            text = tensor.name.decode("utf-8") if tensor.name else ""
+            if "kcq" in text:
+                tensor.name = _TAG.sub(real, text)
+
+
+def quantize(
+    model,
+    precision,
+    mode,
+    float_converter,
+    representative_data=None,
+    num_calibration_samples=500,
+    algorithm="min_max",
+    verbose="auto",
+):
+    """Converts `model` with per-layer precision; returns the file's bytes.
+
+    Args:
+        model: A built float `keras.Model`.
+        precision: A normalized precision dict (see `normalize`).
+        mode: The `to_tflite` mode setting the precision of other layers.
+        float_converter: `f(model) -> bytes` writing a float32 file.
+        representative_data: Calibration inputs (see `to_tflite`).
+        num_calibration_samples: Most calibration samples used.
+        algorithm: `"min_max"`, `"mse"` (weight ranges chosen for the least
+            squared error) or `"gptq"` (error-compensating rounding of
+            fully connected weights, from the calibration data).
+        verbose: As in `to_tflite`.
+
+    Returns:
+        The quantized file's bytes.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"Unknown `algorithm`={algorithm!r}. Expected one of "
+            f"{', '.join(ALGORITHMS)}."
+        )
+    default = LayerPrecision.from_spec(precision.get("*", MODE_DEFAULTS[mode]))
+    per_layer = resolve(model, precision)
+    asked = set(per_layer.values()) | {default}
+    needs_data = any(p.needs_calibration for p in asked) or (
+        algorithm == "gptq" and any(not p.is_float for p in asked)
+    )
+    if needs_data and representative_data is None:
+        raise ValueError(
+            "This precision needs calibration data (integer activations "
+            f"or `algorithm='{algorithm}'`): pass `representative_data`, "
+            "e.g. a few hundred training inputs."
+        )
+    try:
+        from ai_edge_quantizer import quantizer
+    except ImportError as error:
+        raise ImportError(
+            "`precision=` needs Google's ai-edge-quantizer: "
+            "`pip install keras-compress[litert]`."
+        ) from error
+
+    with tagged_layer_names(model) as tags:
+        float_content = float_converter(model)
+    names = {i: path.split("/")[-1] for i, path in tags.items()}
+    float_model = flatbuffer.read_model(float_content)
+    layers = op_layers(float_model, tags)
+    recipe = build_recipe(float_model, layers, per_layer, default, algorithm)
+
+    with (
+        _native_logs.captured(show=verbose == 2),
+        _quiet_python_stderr(verbose),
+        warnings.catch_warnings(),
+    ):
+        # The calibrating interpreter keeps every tensor, on purpose.
+        warnings.filterwarnings(
+            "ignore", message=".*experimental_preserve_all_tensors"
+        )
+        job = quantizer.Quantizer(bytearray(float_content), recipe)
+        calibration = None
+        if job.need_calibration:
+            calibration = job.calibrate(
+                _calibration_data(
+                    float_content,
+                    representative_data,
+                    num_calibration_samples,
+                )
+            )
+        result = job.quantize(calibration, enable_progress_report=False)
+    quantized = flatbuffer.read_model(bytes(result.quantized_model))
+    final_layers = op_layers(quantized, tags)
+    flatbuffer.set_layer_map(quantized, final_layers)
+    restore_names(quantized, tags, names)
+    content = flatbuffer.write_model(quantized)
+    _warn_unmet(content, per_layer, default, float_model, layers)
+    return content
+
+
+def _quiet_python_stderr(verbose):
+    """Hides the quantizer's progress bars unless asked for (`verbose`)."""
+    if verbose == "auto":
+        verbose = 1 if sys.stderr.isatty() else 0
+    if verbose:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stderr(io.StringIO())
+
+
+def _calibration_data(content, data, limit):
+    """`{signature: [{input name: sample}, ...]}` for the quantizer."""
+    from keras_compress.convert import interpreter
+    from keras_compress.convert import tflite
+
+    probe = interpreter._make_interpreter(content)
+    details = probe.get_input_details()
+    specs = [
+        (
+            tuple(None if d < 0 else int(d) for d in detail["shape_signature"]),
+            detail["dtype"].__name__,
+        )
+        for detail in details
+    ]
+    samples = tflite._calibration_samples(data, specs, limit)
+    [signature] = probe.get_signature_list()
+    runner_inputs = probe.get_signature_runner(signature).get_input_details()
+    by_index = {info["index"]: name for name, info in runner_inputs.items()}
+    names = [by_index[detail["index"]] for detail in details]
+    return {
+        signature: [dict(zip(names, sample)) for sample in samples],
+    }
+
+
+def _warn_unmet(content, per_layer, default, float_model, float_layers):
+    """Warns for each layer whose weights do not hold the precision asked."""
+    unmet = []
+    for tensor in flatbuffer.weight_tensors(content):
+        if tensor.layer is None:
+            continue
+        asked = per_layer.get(tensor.layer, default)
+        if not asked.holds(tensor):
+            unmet.append(
+                f"'{tensor.layer}' ({tensor.op_name}) asked {asked}, holds "
+                f"{tensor.precision}"
+            )
+    if unmet:
+        warnings.warn(
+            "LiteRT has no kernel for some of the precisions asked, so "
+            "these layers keep another precision: "
+            + "; ".join(unmet)
+            + ". `keras_compress.convert.weight_tensors(file)` lists every "
+            "weight tensor of the file.",
+            stacklevel=4,
+        )
