@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_compress import data_checks
 from keras_compress.convert import _files
+from keras_compress.convert import flatbuffer
 from keras_compress.convert import interpreter
 
 
@@ -37,6 +38,10 @@ class VerificationReport:
             kernels only. QUANTIZE and DEQUANTIZE ops (conversions, for
             instance of a float input or output) are left out. `None` for
             ONNX files.
+        weights: For a LiteRT file, every weight tensor as stored
+            (`WeightTensor`: layer, type such as int4 or int8, granularity,
+            integer/dynamic/float compute, bytes), read from the
+            flatbuffer; `None` for ONNX files.
     """
 
     keras_accuracy: float | None
@@ -51,12 +56,18 @@ class VerificationReport:
     file_format: str
     num_threads: int | None
     float_ops: tuple | None = None
+    weights: tuple | None = None
 
     def as_dict(self):
         """The report as a plain `dict` (e.g. for `json.dump`)."""
         data = dataclasses.asdict(self)
         if self.float_ops is not None:
             data["float_ops"] = list(self.float_ops)
+        if self.weights is not None:
+            data["weights"] = [
+                {**dataclasses.asdict(w), "shape": list(w.shape)}
+                for w in self.weights
+            ]
         return data
 
     def __str__(self):
@@ -87,8 +98,25 @@ class VerificationReport:
                 f"({self.gzip_bytes:,} gzipped)",
                 f"  latency      {latency}",
                 f"  float ops    {_describe_float_ops(self.float_ops)}",
+                f"  weights      {_describe_weights(self.weights)}",
             ]
         )
+
+
+def _describe_weights(weights):
+    """`weights` for the table: bytes per stored precision."""
+    if weights is None:
+        return "n/a"
+    if not weights:
+        return "none"
+    counts = collections.Counter()
+    sizes = collections.Counter()
+    for tensor in weights:
+        counts[tensor.precision] += 1
+        sizes[tensor.precision] += tensor.num_bytes
+    return ", ".join(
+        f"{counts[p]} {p} ({sizes[p]:,} bytes)" for p in sorted(counts)
+    )
 
 
 def _describe_float_ops(float_ops):
@@ -109,9 +137,10 @@ def float_ops(model_content):
     """The operators of a LiteRT file that compute in floating point.
 
     An operator counts if any of its inputs or outputs is float32 or
-    float16. QUANTIZE and DEQUANTIZE are conversions, not computation, and
-    are left out: in a quantized file they convert a float input or output,
-    or surround a float island whose ops are listed.
+    float16. SHAPE reads only dimensions and is left out; QUANTIZE and
+    DEQUANTIZE are conversions, not computation, and are left out too:
+    in a quantized file they convert a float input or output, or surround
+    a float island whose ops are listed.
 
     Args:
         model_content: The flatbuffer bytes or a path to a `.tflite` file.
@@ -129,7 +158,7 @@ def float_ops(model_content):
     """
     found = []
     for op in interpreter.op_details(model_content):
-        if op.op_name in ("QUANTIZE", "DEQUANTIZE"):
+        if op.op_name in _NOT_COMPUTE:
             continue
         dtypes = op.input_dtypes + op.output_dtypes
         if any(dtype in _FLOAT_DTYPES for dtype in dtypes):
@@ -138,6 +167,9 @@ def float_ops(model_content):
 
 
 _FLOAT_DTYPES = ("float32", "float16")
+# Conversions, and SHAPE, which reads a tensor's dimensions, not its values
+# (ai-edge-quantizer leaves it on the float tensor of a Flatten).
+_NOT_COMPUTE = ("QUANTIZE", "DEQUANTIZE", "SHAPE")
 
 
 def verify(
@@ -267,6 +299,11 @@ def verify(
         file_format=file_format,
         num_threads=num_threads,
         float_ops=None if file_format == _files.ONNX else float_ops(content),
+        weights=(
+            None
+            if file_format == _files.ONNX
+            else tuple(flatbuffer.weight_tensors(content))
+        ),
     )
 
 
