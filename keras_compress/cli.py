@@ -8,6 +8,7 @@ exit status 1; wrong arguments exit with status 2, as argparse does.
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import zipfile
@@ -137,6 +138,8 @@ def _convert(args):
             ("--int8-io", args.int8_io),
             ("--sparse/--no-sparse", args.sparse is not None),
             ("--allow-select-tf-ops", args.allow_select_tf_ops),
+            ("--precision", args.precision is not None),
+            ("--algorithm", args.algorithm is not None),
         ):
             if used:
                 raise CommandError(f"{flag} is for --to tflite, not onnx")
@@ -156,6 +159,7 @@ def _convert(args):
     if args.calib is not None:
         # A list of arrays (several inputs) is one calibration element.
         calibration, _ = _load_data(args.calib, "--calib")
+    precision = _precision_argument(args.precision)
     model = _load_model(args.model)
 
     from keras_compress import convert
@@ -177,6 +181,11 @@ def _convert(args):
             {
                 "`representative_data`": "--calib DATA.npz",
                 "`int8_io=True`": "--int8-io",
+                "`sparse=True`": "--sparse",
+                "`precision=`": "--precision",
+                "`precision`": "--precision",
+                "`algorithm='gptq'`": "--algorithm gptq",
+                "`algorithm`": "--algorithm",
             }
         ):
             content = convert.to_tflite(
@@ -188,13 +197,54 @@ def _convert(args):
                 path=output,
                 allow_select_tf_ops=args.allow_select_tf_ops,
                 num_calibration_samples=args.num_calibration_samples,
+                precision=precision,
+                algorithm=args.algorithm or "min_max",
                 verbose=2 if args.native_logs else 0 if args.quiet else "auto",
             )
         kind = f"LiteRT {mode}" + (", int8 I/O" if args.int8_io else "")
+        if precision is not None:
+            kind += ", per-layer precision"
     raw, gzipped = convert.file_sizes(content)
     if not args.quiet:
         print(f"Wrote {output}: {kind}, {raw:,} bytes ({gzipped:,} gzipped)")
+        if precision is not None:
+            from keras_compress.convert import flatbuffer
+
+            weights = flatbuffer.weight_tensors(content)
+            print(f"  weights: {flatbuffer.describe(weights)}")
     return 0
+
+
+def _precision_argument(value):
+    """`--precision`: a spec ("w4a8"), "layer=spec,..." or a JSON file
+    holding {layer: spec}."""
+    if value is None:
+        return None
+    if value.endswith(".json"):
+        if not os.path.isfile(value):
+            raise CommandError(f"--precision file not found: {value}")
+        try:
+            with open(value) as f:
+                precision = json.load(f)
+        except (OSError, ValueError) as error:
+            raise CommandError(
+                f"--precision {value} is not a JSON file: {error}"
+            ) from None
+        if not isinstance(precision, dict):
+            raise CommandError(
+                f"--precision {value} must hold a JSON object "
+                '{"layer name": "spec", ...}'
+            )
+        return precision
+    if "=" in value:
+        pairs = [item.split("=", 1) for item in value.split(",") if item]
+        if any(len(pair) != 2 or not all(pair) for pair in pairs):
+            raise CommandError(
+                f"--precision {value!r}: expected layer=spec pairs "
+                "separated by commas, e.g. conv2d=w4a8,dense=w4"
+            )
+        return {layer.strip(): spec.strip() for layer, spec in pairs}
+    return value
 
 
 def _verify(args):
@@ -481,6 +531,8 @@ examples:
   keras-compress convert model.keras --to tflite --mode dynamic -o m.tflite
   keras-compress convert model.keras --to tflite --mode int8 \\
       --calib calib.npz --int8-io -o model_int8.tflite
+  keras-compress convert model.keras --to tflite --mode int8 \\
+      --calib calib.npz --precision w4a8 -o model_w4a8.tflite
   keras-compress convert model.keras --to onnx --float16 -o model.onnx
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -529,6 +581,22 @@ examples:
         action="store_true",
         help="let ops without a LiteRT kernel run as TensorFlow ops "
         "(the file then needs the Flex delegate)",
+    )
+    convert.add_argument(
+        "--precision",
+        metavar="SPEC|LAYER=SPEC,...|FILE.json",
+        help="per-layer precision through ai-edge-quantizer: one spec for "
+        "every layer (w4a8, w8a8, w8a16, w4a16, w8, w4, w8-dynamic, "
+        "w4-dynamic, w2-dynamic, float; /b32 etc. for block-wise), "
+        "layer=spec pairs, or a JSON file {layer: spec}; other layers get "
+        "--mode's precision",
+    )
+    convert.add_argument(
+        "--algorithm",
+        choices=("min_max", "mse", "gptq"),
+        default=None,
+        help="with --precision: weight rounding (default min_max; gptq for "
+        "weight-only and dynamic precisions)",
     )
     convert.add_argument(
         "--float16",

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from keras_compress import cli
+from keras_compress import convert
 from tests.convert.conftest import sequential_model
 from tests.convert.conftest import toy_data
 from tests.convert.conftest import trained
@@ -87,6 +88,39 @@ def test_convert_tflite_int8_and_verify(files, capsys):
     assert "agreement" in out and "accuracy" in out
 
 
+def test_convert_with_per_layer_precision(files, capsys):
+    model = keras.saving.load_model(files / "model.keras")
+    first, *_, last = [layer.name for layer in model.layers if layer.weights]
+    (files / "precision.json").write_text(json.dumps({first: "float"}))
+    for precision, expected in (
+        ("w4a8", {first: "int4", last: "int4"}),
+        (f"{last}=w4,{first}=w8", {first: "int8", last: "int4"}),
+        (files / "precision.json", {first: "float32", last: "int8"}),
+    ):
+        out_path = files / "w4a8.tflite"
+        status, out, err = _run(
+            capsys,
+            "convert",
+            files / "model.keras",
+            "--mode",
+            "int8",
+            "--calib",
+            files / "calib.npz",
+            "--precision",
+            precision,
+            "-o",
+            out_path,
+        )
+        assert status == 0, err
+        assert "LiteRT int8, per-layer precision" in out
+        assert "  weights: " in out
+        stored = {t.layer: t.dtype for t in convert.weight_tensors(out_path)}
+        assert {k: stored[k] for k in expected} == expected
+    report = _verify_json(capsys, files, out_path)
+    assert report["agreement"] >= 0.9
+    assert {w["layer"] for w in report["weights"]} >= set(expected)
+
+
 def test_convert_float32_default_output_matches_keras(files, capsys):
     status, out, err = _run(capsys, "convert", files / "model.keras", "-q")
     assert status == 0, err
@@ -132,6 +166,16 @@ def test_convert_onnx_float16_and_verify(files, capsys):
         (["--calib", "{folder}/junk.txt", "--mode", "int8"], "as .npz"),
         (["--calib", "{folder}/bad.npz", "--mode", "int8"], "no 'x'"),
         (["--calib", "{folder}/small.npz", "--mode", "int8"], "(3, 3, 3)"),
+        (["--precision", "w4a8", "--mode", "int8"], "--calib DATA.npz"),
+        (["--precision", "nope=w4"], "--precision names layer 'nope'"),
+        (["--precision", "w5"], "Unknown layer precision 'w5'"),
+        (["--precision", "a=w4,b"], "expected layer=spec pairs"),
+        (["--precision", "{folder}/none.json"], "file not found"),
+        (["--to", "onnx", "--precision", "w4"], "is for --to tflite"),
+        (
+            ["--precision", "w4a8", "--algorithm", "gptq", "--mode", "int8"],
+            "--algorithm gptq works with weight-only",
+        ),
     ],
 )
 def test_convert_errors_are_one_line(files, capsys, argv, expected):

@@ -5,6 +5,7 @@ the precision actually in a file is read here from the flatbuffer itself,
 with `ai_edge_litert`'s own schema and reader.
 """
 
+import collections
 import dataclasses
 import json
 
@@ -116,6 +117,29 @@ def weight_tensors(model_content):
             )
         )
     return result
+
+
+def describe(weights):
+    """One line for reports: count and bytes per stored precision.
+
+    Args:
+        weights: `WeightTensor`s (e.g. from `weight_tensors`), or `None`.
+
+    Returns:
+        E.g. `"3 int4 (channel, integer) (57,416 bytes), 1 float32 (...)"`.
+    """
+    if weights is None:
+        return "n/a"
+    if not weights:
+        return "none"
+    counts = collections.Counter()
+    sizes = collections.Counter()
+    for tensor in weights:
+        counts[tensor.precision] += 1
+        sizes[tensor.precision] += tensor.num_bytes
+    return ", ".join(
+        f"{counts[p]} {p} ({sizes[p]:,} bytes)" for p in sorted(counts)
+    )
 
 
 def read_model(model_content):

@@ -98,25 +98,9 @@ class VerificationReport:
                 f"({self.gzip_bytes:,} gzipped)",
                 f"  latency      {latency}",
                 f"  float ops    {_describe_float_ops(self.float_ops)}",
-                f"  weights      {_describe_weights(self.weights)}",
+                f"  weights      {flatbuffer.describe(self.weights)}",
             ]
         )
-
-
-def _describe_weights(weights):
-    """`weights` for the table: bytes per stored precision."""
-    if weights is None:
-        return "n/a"
-    if not weights:
-        return "none"
-    counts = collections.Counter()
-    sizes = collections.Counter()
-    for tensor in weights:
-        counts[tensor.precision] += 1
-        sizes[tensor.precision] += tensor.num_bytes
-    return ", ".join(
-        f"{counts[p]} {p} ({sizes[p]:,} bytes)" for p in sorted(counts)
-    )
 
 
 def _describe_float_ops(float_ops):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from keras import ops
 
+from keras_compress import convert
 from keras_compress import pruning
 from keras_compress import quantization as q
 from keras_compress.convert import to_tflite
@@ -427,6 +428,14 @@ def test_four_bit_weight_scheme():
         for values, _ in litert_checks.weight_tensors(content, op_name):
             assert np.abs(values.astype(int)).max() <= 7
             assert len(np.unique(values)) <= 15
+    # Stored packed, as int4 (two values per byte), read from the file.
+    stored = convert.weight_tensors(content)
+    assert stored and all(
+        t.dtype == "int4"
+        and t.compute == "integer"
+        and t.num_bytes == int(np.ceil(np.prod(t.shape) / 2))
+        for t in stored
+    ), stored
     litert_checks.check_matches_keras(
         litert_checks.predict(qat, x),
         litert_checks.run(content, x),
