@@ -69,7 +69,8 @@ def _anchor(float_content, calibration, build):
         samples = [
             {name: calibration[i : i + 1]} for i in range(len(calibration))
         ]
-        result = job.calibrate({signature: samples})
+        with contextlib.redirect_stderr(io.StringIO()):  # progress bar
+            result = job.calibrate({signature: samples})
     return bytes(
         job.quantize(result, enable_progress_report=False).quantized_model
     )
