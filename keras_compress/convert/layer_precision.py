@@ -56,9 +56,11 @@ MODE_DEFAULTS = {
 ALGORITHMS = {
     "min_max": "min_max_uniform_quantize",
     "mse": "MSE",
-    "gptq": "GPTQ",
+    # Rounded in Keras (keras_compress.quantization.gptq) onto the grid
+    # that min-max rounding then reproduces exactly.
+    "gptq": "min_max_uniform_quantize",
 }
-# Samples per calibration batch (see `_calibration_data`).
+# Samples per calibration batch (see `_calibration_batches`).
 _CALIBRATION_BATCH = 256
 # Layers are renamed `kcq<i>q` during the export; TensorFlow may append
 # "_<n>" to the scope.
@@ -409,9 +411,8 @@ def build_recipe(model_t, layers, per_layer, default, algorithm):
 
     The quantizer takes the last entry that matches an op and that it has
     a kernel for, so each precision is preceded by its 8-bit fallback and
-    followed by its algorithm's entry (GPTQ covers fully connected layers
-    only). Entries with the same regex replace each other, hence the
-    equivalent `(?:...)` spellings.
+    followed by its algorithm's entry. Entries with the same regex replace
+    each other, hence the equivalent `(?:...)` spellings.
     """
     recipe = _entries(".*", default, algorithm)
     graph = model_t.subgraphs[0]
@@ -427,7 +428,8 @@ def build_recipe(model_t, layers, per_layer, default, algorithm):
 def _entries(regex, precision, algorithm):
     chain = [precision.fallback(), precision]
     entries = [p.recipe_entry(regex) for p in chain if p is not None]
-    if algorithm != "min_max" and not precision.is_float:
+    rounding = ALGORITHMS[algorithm]
+    if rounding != ALGORITHMS["min_max"] and not precision.is_float:
         entries.append(precision.recipe_entry(regex, algorithm))
     # Same matches, distinct keys.
     return [
@@ -472,7 +474,8 @@ def quantize(
         num_calibration_samples: Most calibration samples used.
         algorithm: `"min_max"`, `"mse"` (weight ranges chosen for the least
             squared error) or `"gptq"` (error-compensating rounding of
-            fully connected weights, from the calibration data).
+            Dense and Conv2D kernels from the calibration data, see
+            `keras_compress.quantization.gptq`).
         verbose: As in `to_tflite`.
 
     Returns:
@@ -486,18 +489,6 @@ def quantize(
     default = LayerPrecision.from_spec(precision.get("*", MODE_DEFAULTS[mode]))
     per_layer = resolve(model, precision)
     asked = set(per_layer.values()) | {default}
-    if algorithm == "gptq" and any(p.activation_bits for p in asked):
-        # Measured with ai-edge-quantizer 0.10 on a small MLP: GPTQ with
-        # int8 activations gave outputs off by 140 % of their scale
-        # (min_max: 16 %); weight-only GPTQ halves min_max's error.
-        raise ValueError(
-            "`algorithm='gptq'` works with weight-only ('w4', 'w8') and "
-            "dynamic-range precisions: LiteRT's quantizer gets the "
-            "activation ranges of GPTQ layers wrong under integer "
-            f"activations. Asked: {', '.join(sorted(map(str, asked)))}. Use "
-            "`mode='float32'` with weight-only precisions, or "
-            "`algorithm='mse'`."
-        )
     needs_data = any(p.needs_calibration for p in asked) or (
         algorithm == "gptq" and any(not p.is_float for p in asked)
     )
@@ -517,6 +508,15 @@ def quantize(
 
     with tagged_layer_names(model) as tags:
         float_content = float_converter(model)
+    samples = None
+    if needs_data:
+        samples = _calibration_samples(
+            float_content, representative_data, num_calibration_samples
+        )
+    if algorithm == "gptq":
+        rounded = _gptq_rounded_copy(model, per_layer, default, samples)
+        with tagged_layer_names(rounded) as tags:
+            float_content = float_converter(rounded)
     names = {i: path.split("/")[-1] for i, path in tags.items()}
     float_model = flatbuffer.read_model(float_content)
     layers = op_layers(float_model, tags)
@@ -535,11 +535,7 @@ def quantize(
         calibration = None
         if job.need_calibration:
             calibration = job.calibrate(
-                _calibration_data(
-                    float_content,
-                    representative_data,
-                    num_calibration_samples,
-                )
+                _calibration_batches(float_content, samples)
             )
         result = job.quantize(calibration, enable_progress_report=False)
     quantized = flatbuffer.read_model(bytes(result.quantized_model))
@@ -560,21 +556,28 @@ def _quiet_python_stderr(verbose):
     return contextlib.redirect_stderr(io.StringIO())
 
 
-def _calibration_data(content, data, limit):
-    """`{signature: [{input name: sample}, ...]}` for the quantizer."""
+def _calibration_samples(content, data, limit):
+    """`representative_data` as a list of `[x[i:i+1], ...]` samples, checked
+    against the float file's inputs."""
     from keras_compress.convert import interpreter
     from keras_compress.convert import tflite
 
-    probe = interpreter._make_interpreter(content)
-    details = probe.get_input_details()
     specs = [
         (
             tuple(None if d < 0 else int(d) for d in detail["shape_signature"]),
             detail["dtype"].__name__,
         )
-        for detail in details
+        for detail in interpreter._make_interpreter(content).get_input_details()
     ]
-    samples = tflite._calibration_samples(data, specs, limit)
+    return tflite._calibration_samples(data, specs, limit)
+
+
+def _calibration_batches(content, samples):
+    """`{signature: [{input name: batch}, ...]}` for the quantizer."""
+    from keras_compress.convert import interpreter
+
+    probe = interpreter._make_interpreter(content)
+    details = probe.get_input_details()
     [signature] = probe.get_signature_list()
     runner_inputs = probe.get_signature_runner(signature).get_input_details()
     by_index = {info["index"]: name for name, info in runner_inputs.items()}
@@ -593,6 +596,25 @@ def _calibration_data(content, data, limit):
             }
         )
     return {signature: batches}
+
+
+def _gptq_rounded_copy(model, per_layer, default, samples):
+    """A copy of `model` whose Dense/Conv2D kernels GPTQ rounded onto the
+    grid of their precision (which the quantizer then stores exactly)."""
+    from keras_compress.quantization import gptq
+
+    bits = {}
+    for path, _ in quantizable_layers(model):
+        spec = per_layer.get(path, default)
+        if spec.weight_bits and not spec.block_size:
+            bits[path] = spec.weight_bits
+    copy = rewrite.copy_layer(model)
+    inputs = [
+        np.concatenate([sample[i] for sample in samples])
+        for i in range(len(samples[0]))
+    ]
+    gptq.round_layers(copy, bits, inputs if len(inputs) > 1 else inputs[0])
+    return copy
 
 
 def _warn_unmet(content, per_layer, default, float_model, float_layers):
