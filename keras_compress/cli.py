@@ -184,7 +184,6 @@ def _convert(args):
                 "`sparse=True`": "--sparse",
                 "`precision=`": "--precision",
                 "`precision`": "--precision",
-                "`algorithm='gptq'`": "--algorithm gptq",
                 "`algorithm`": "--algorithm",
             }
         ):
@@ -595,8 +594,9 @@ examples:
         "--algorithm",
         choices=("min_max", "mse", "gptq"),
         default=None,
-        help="with --precision: weight rounding (default min_max; gptq for "
-        "weight-only and dynamic precisions)",
+        help="with --precision: weight rounding (default min_max; mse; "
+        "gptq: error-compensating rounding of Dense/Conv2D kernels, needs "
+        "--calib)",
     )
     convert.add_argument(
         "--float16",

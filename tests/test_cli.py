@@ -172,10 +172,7 @@ def test_convert_onnx_float16_and_verify(files, capsys):
         (["--precision", "a=w4,b"], "expected layer=spec pairs"),
         (["--precision", "{folder}/none.json"], "file not found"),
         (["--to", "onnx", "--precision", "w4"], "is for --to tflite"),
-        (
-            ["--precision", "w4a8", "--algorithm", "gptq", "--mode", "int8"],
-            "--algorithm gptq works with weight-only",
-        ),
+        (["--precision", "w4", "--algorithm", "gptq"], "--calib DATA.npz"),
     ],
 )
 def test_convert_errors_are_one_line(files, capsys, argv, expected):

@@ -133,9 +133,9 @@ def to_tflite(
         algorithm: With `precision=`, how weights are rounded: `"min_max"`
             (to the nearest level of the full range), `"mse"` (the range
             with the least squared error) or `"gptq"` (GPTQ's
-            error-compensating rounding, from `representative_data`; LiteRT's
-            quantizer applies it to fully connected layers, others use
-            `"min_max"`).
+            error-compensating rounding of Dense and Conv2D kernels, done
+            on a copy of the model from `representative_data`; other
+            layers use `"min_max"`).
         verbose: `0` prints nothing, `1` a calibration progress bar,
             `"auto"` the bar when standard output is a terminal, `2` the bar
             and the native log lines of the TensorFlow exporter and the

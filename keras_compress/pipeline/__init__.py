@@ -5,7 +5,7 @@ prunes (per-layer sparsities from a sensitivity scan), fine-tunes with
 distillation from the original, trains quantization-aware for integer
 targets, converts, verifies the file and backs off until the budget holds.
 Recipes are plain lists of steps (`Prune`, `PruneChannels`, `Cluster`,
-`QuantizeAware`) that can be written as JSON or YAML.
+`QuantizeAware`, `QuantizePostTraining`) that can be written as JSON or YAML.
 """
 
 from keras_compress.pipeline.compress import CompressionResult
@@ -19,6 +19,7 @@ from keras_compress.pipeline.steps import Cluster
 from keras_compress.pipeline.steps import Prune
 from keras_compress.pipeline.steps import PruneChannels
 from keras_compress.pipeline.steps import QuantizeAware
+from keras_compress.pipeline.steps import QuantizePostTraining
 from keras_compress.pipeline.steps import Step
 from keras_compress.pipeline.targets import TARGETS
 
@@ -29,6 +30,7 @@ __all__ = [
     "Prune",
     "PruneChannels",
     "QuantizeAware",
+    "QuantizePostTraining",
     "Recipe",
     "STEPS",
     "StageResult",

@@ -181,6 +181,7 @@ def compress(
     recipe = _as_recipe(recipe)
     # Refuse what a step cannot do before anything trains.
     if recipe is not None:
+        targets_lib.check_ptq_recipe(recipe, target)
         for step in recipe.steps:
             step.check(model)
     elif targets_lib.is_integer_target(target):
@@ -237,9 +238,9 @@ def compress(
         verbose="auto" if verbose else 0,
     )
 
-    def measure(stage, attempt, stage_model, stage_target, seconds):
+    def measure(stage, attempt, stage_model, stage_target, seconds, ptq=None):
         content = targets_lib.convert_to_target(
-            stage_model, stage_target, calibration
+            stage_model, stage_target, calibration, ptq
         )
         check = convert.verify(
             stage_model, content, x_val, y_val, latency_runs=latency_runs
@@ -309,6 +310,7 @@ def compress(
                 current,
                 target,
                 time.perf_counter() - step_start,
+                ptq=step if step.name == "ptq" else None,
             )
             stages.append(final[0])
         if final is None:  # An empty recipe: the original, converted.
@@ -410,6 +412,9 @@ def _scan(model, x, y, sparsities, output, resume, log, verbose):
 
 
 def _run_step(step, model, context, output, attempt, index, resume, log):
+    if not step.trains:
+        log(f"  {step.describe()}")
+        return step.apply(model, context)
     path = None
     if output is not None:
         path = os.path.join(
@@ -417,6 +422,9 @@ def _run_step(step, model, context, output, attempt, index, resume, log):
             run_folder.STAGES,
             f"try{attempt}_{index + 1}_{step.name}.keras",
         )
+    if not step.trains:
+        log(f"  {step.describe()}")
+        return step.apply(model, context)
     if resume and path and os.path.exists(path):
         log(f"  {step.describe()}: resumed from {path}")
         with context.scope():

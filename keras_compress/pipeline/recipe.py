@@ -21,7 +21,7 @@ class Recipe:
 
     Args:
         steps: A list of `Step` objects (`Prune`, `PruneChannels`,
-            `Cluster`, `QuantizeAware`).
+            `Cluster`, `QuantizeAware`, `QuantizePostTraining`).
 
     Example:
 

@@ -183,6 +183,9 @@ class Step:
     """
 
     name = None
+    # Steps that train write their result to the run folder (for resume);
+    # the others are cheap to apply again.
+    trains = True
 
     def apply(self, model, context):
         """Returns a new, compressed and fine-tuned model.
@@ -532,8 +535,70 @@ class QuantizeAware(Step):
         }
 
 
+class QuantizePostTraining(Step):
+    """Post-training quantization with a per-layer precision, at conversion.
+
+    Nothing trains: the step sets the precision of each layer in the
+    converted file (`to_tflite(precision=..., algorithm=...)`), e.g. int4
+    weights with int8 activations, calibrated on the training data. It is
+    the alternative to `QuantizeAware` (a recipe holds one or the other),
+    for LiteRT targets other than float16, and the last step of a recipe.
+
+    Args:
+        precision: A spec for every layer with weights (`"w4a8"`, `"w4"`,
+            ...) or a dict `{layer name or path: spec}`; the others get the
+            target's precision. See `keras_compress.convert.LayerPrecision`.
+        algorithm: Weight rounding: `"min_max"`, `"mse"` or `"gptq"`.
+
+    Example:
+
+    ```python
+    recipe = Recipe([Prune(0.8), QuantizePostTraining("w4a8")])
+    result = kc.compress(model, (x, y), (x_val, y_val), recipe=recipe)
+    ```
+    """
+
+    name = "ptq"
+    trains = False
+
+    def __init__(self, precision="w4a8", algorithm="min_max"):
+        from keras_compress.convert import layer_precision
+
+        # Specs are checked now; layer names when the model is known.
+        layer_precision.normalize(precision, "int8")
+        if algorithm not in layer_precision.ALGORITHMS:
+            raise ValueError(
+                f"Step 'ptq': unknown `algorithm`={algorithm!r}. Expected "
+                f"one of {', '.join(layer_precision.ALGORITHMS)}."
+            )
+        self.precision = (
+            precision if isinstance(precision, (str, dict)) else str(precision)
+        )
+        self.algorithm = algorithm
+
+    def check(self, model):
+        from keras_compress.convert import layer_precision
+
+        layer_precision.resolve(
+            model, layer_precision.normalize(self.precision, "int8")
+        )
+
+    def apply(self, model, context):
+        return model
+
+    def get_config(self):
+        return {"precision": self.precision, "algorithm": self.algorithm}
+
+
 STEPS = {
-    step.name: step for step in (Prune, PruneChannels, Cluster, QuantizeAware)
+    step.name: step
+    for step in (
+        Prune,
+        PruneChannels,
+        Cluster,
+        QuantizeAware,
+        QuantizePostTraining,
+    )
 }
 
 

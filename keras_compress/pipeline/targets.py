@@ -36,20 +36,56 @@ def dense_reference_target(target):
     return "onnx" if TARGETS[target][0] == "onnx" else "tflite-float32"
 
 
-def convert_to_target(model, target, calibration_data=None):
+def convert_to_target(model, target, calibration_data=None, ptq=None):
     """Converts `model` for `target`; returns the file's bytes.
 
     Args:
         model: A Keras model (plain, stripped, or quantization-aware).
         target: A name from `TARGETS`.
         calibration_data: Inputs for full-integer calibration of a model
-            without fake-quant ranges (`"tflite-int8"` only).
+            without fake-quant ranges (`"tflite-int8"` only), and for a
+            `ptq` step.
+        ptq: A `QuantizePostTraining` step setting per-layer precision,
+            or `None`.
     """
     check_target(target)
     file_format, precision = TARGETS[target]
     if file_format == "onnx":
         return convert.to_onnx(model, float16=precision == "float16")
     options = {}
-    if precision == "int8" and not quantization.is_quantization_aware(model):
+    if ptq is not None:
+        options.update(
+            precision=ptq.precision,
+            algorithm=ptq.algorithm,
+            representative_data=calibration_data,
+        )
+    elif precision == "int8" and not quantization.is_quantization_aware(model):
         options["representative_data"] = calibration_data
     return convert.to_tflite(model, precision, verbose=0, **options)
+
+
+def check_ptq_recipe(recipe, target):
+    """Refuses a `ptq` step that cannot reach the file (before training)."""
+    names = [step.name for step in recipe.steps]
+    if "ptq" not in names:
+        return
+    if TARGETS[target] not in (
+        ("tflite", "float32"),
+        ("tflite", "dynamic"),
+        ("tflite", "int8"),
+    ):
+        raise ValueError(
+            f"A 'ptq' step sets the precision of a LiteRT file; `target`="
+            f"{target!r} cannot take it. Use 'tflite-int8', "
+            "'tflite-dynamic' or 'tflite-float32'."
+        )
+    if "quantize" in names:
+        raise ValueError(
+            "A recipe holds a 'quantize' (QAT) step or a 'ptq' step, not "
+            "both: the file's precision comes from one of them."
+        )
+    if names[-1] != "ptq" or names.count("ptq") > 1:
+        raise ValueError(
+            "A 'ptq' step sets the precision of the converted file: make it "
+            "the last step of the recipe, once."
+        )

@@ -75,6 +75,84 @@ def test_recipe_run_meets_budget_on_the_int8_file(task, tmp_path):
     ]
 
 
+def test_a_ptq_step_delivers_int4_weights(task, tmp_path):
+    model, train, val = task
+    recipe = pipeline.Recipe(
+        [
+            pipeline.Prune(0.5, epochs=2),
+            pipeline.QuantizePostTraining("w4a8", algorithm="gptq"),
+        ]
+    )
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-int8",
+        max_accuracy_drop=0.1,
+        recipe=recipe,
+        output=str(tmp_path),
+        latency_runs=5,
+        verbose=0,
+    )
+    stored = convert.weight_tensors(result.content)
+    assert stored and {t.dtype for t in stored} == {"int4"}
+    assert {t.compute for t in stored} == {"integer"}
+    final = result.report.final
+    assert final.stage.startswith("ptq(")
+    assert _file_accuracy(result.content, *val) == pytest.approx(
+        final.file_accuracy
+    )
+    assert result.budget_met
+    # Nothing trained in the ptq step: no stage file for it; the recipe
+    # round-trips through recipe.json.
+    assert sorted(os.listdir(tmp_path / "stages")) == ["try1_1_prune.keras"]
+    assert pipeline.load_recipe(str(tmp_path / "recipe.json")) == recipe
+
+
+@pytest.mark.parametrize(
+    "recipe, target, message",
+    [
+        (
+            [pipeline.QuantizePostTraining("w4a8")],
+            "onnx",
+            "cannot take it",
+        ),
+        (
+            [pipeline.QuantizeAware(), pipeline.QuantizePostTraining()],
+            "tflite-int8",
+            "not both",
+        ),
+        (
+            [pipeline.QuantizePostTraining(), pipeline.Prune(0.5)],
+            "tflite-int8",
+            "the last step",
+        ),
+        (
+            [pipeline.QuantizePostTraining({"nope": "w4"})],
+            "tflite-int8",
+            "names layer 'nope'",
+        ),
+    ],
+)
+def test_bad_ptq_recipes_fail_before_training(task, recipe, target, message):
+    model, train, val = task
+    with pytest.raises(ValueError, match=message):
+        pipeline.compress(
+            model, train, val, target=target, recipe=recipe, verbose=0
+        )
+
+
+def test_ptq_steps_check_their_arguments():
+    with pytest.raises(ValueError, match="Unknown layer precision 'w9'"):
+        pipeline.QuantizePostTraining("w9")
+    with pytest.raises(ValueError, match="unknown `algorithm`='best'"):
+        pipeline.QuantizePostTraining("w4", algorithm="best")
+    step = pipeline.steps.step_from_config(
+        {"step": "ptq", "precision": {"dense": "w4"}, "algorithm": "mse"}
+    )
+    assert step == pipeline.QuantizePostTraining({"dense": "w4"}, "mse")
+
+
 def test_unmeetable_budget_warns_and_delivers_the_best_file(task, tmp_path):
     model, train, val = task
     recipe = [pipeline.Prune(0.99, epochs=1)]
