@@ -302,6 +302,8 @@ def resolve(model, precision):
     A key may name a leaf layer (by name or path) or a container (a nested
     model, a MultiHeadAttention layer): a container's precision applies to
     the leaves inside it, and a leaf's own entry wins over its container's.
+    A bare name applies to every layer of that name (layers of two nested
+    models may share one); a path picks one.
     """
     leaves = quantizable_layers(model)
     paths = [path for path, _ in leaves]
@@ -318,9 +320,9 @@ def resolve(model, precision):
             chosen = paths
         else:
             chosen = [p for p in paths if _names(key, p)]
-            if not chosen and any(_names(key, p) for p in containers):
-                prefix = next(p for p in containers if _names(key, p))
-                chosen = [p for p in paths if p.startswith(prefix + "/")]
+            if not chosen:
+                prefixes = [p + "/" for p in containers if _names(key, p)]
+                chosen = [p for p in paths if p.startswith(tuple(prefixes))]
             if not chosen:
                 listed = ", ".join(repr(p) for p in paths) or "none"
                 raise ValueError(
@@ -543,7 +545,7 @@ def quantize(
     flatbuffer.set_layer_map(quantized, final_layers)
     restore_names(quantized, tags, names)
     content = flatbuffer.write_model(quantized)
-    _warn_unmet(content, per_layer, default, float_model, layers)
+    _warn_unmet(content, per_layer, default)
     return content
 
 
@@ -617,12 +619,15 @@ def _gptq_rounded_copy(model, per_layer, default, samples):
     return copy
 
 
-def _warn_unmet(content, per_layer, default, float_model, float_layers):
-    """Warns for each layer whose weights do not hold the precision asked."""
+def _warn_unmet(content, per_layer, default):
+    """Warns for each layer whose weights do not hold the precision asked,
+    and for layers given a precision that have no weight op in the file."""
     unmet = []
+    found = set()
     for tensor in flatbuffer.weight_tensors(content):
         if tensor.layer is None:
             continue
+        found.add(tensor.layer)
         asked = per_layer.get(tensor.layer, default)
         if not asked.holds(tensor):
             unmet.append(
@@ -636,5 +641,13 @@ def _warn_unmet(content, per_layer, default, float_model, float_layers):
             + "; ".join(unmet)
             + ". `keras_compress.convert.weight_tensors(file)` lists every "
             "weight tensor of the file.",
+            stacklevel=4,
+        )
+    missing = sorted(set(per_layer) - found)
+    if missing:
+        warnings.warn(
+            f"Layer(s) {', '.join(repr(p) for p in missing)} have no weight "
+            "operator in the file (the converter folded or rewrote them), so "
+            "their precision could not be applied.",
             stacklevel=4,
         )

@@ -95,6 +95,22 @@ def test_techniques_train_under_mixed_precision(technique):
     np.testing.assert_allclose(actual, expected, atol=tolerance * scale)
 
 
+def test_per_layer_precision_reaches_the_file_from_every_backend():
+    # On JAX and PyTorch the conversion runs in a TensorFlow worker; the
+    # precision map travels with it and the file records the layers.
+    x, _ = _data()
+    model = _model()
+    content = kc.convert.to_tflite(
+        model, "int8", representative_data=x, precision={"conv": "w4a8"}
+    )
+    stored = {t.layer: t.dtype for t in kc.convert.weight_tensors(content)}
+    assert stored["conv"] == "int4"
+    assert set(stored.values()) == {"int4", "int8"}
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    actual = kc.convert.run_tflite(content, x)
+    assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.8
+
+
 def test_jax_data_parallel_trains_every_technique():
     # A fresh JAX process with two virtual CPU devices: XLA_FLAGS must be
     # set before JAX starts, whatever backend this test process runs.
