@@ -146,11 +146,13 @@ def output_step(content):
     return float(interpreter.get_output_details()[0]["quantization"][0])
 
 
-def check_matches_keras(keras_outputs, file_outputs, step):
+def check_matches_keras(
+    keras_outputs, file_outputs, step, min_fraction=MIN_FRACTION_WITHIN_ONE_STEP
+):
     """Asserts the file follows the Keras QAT model (see the tolerance)."""
     diff = np.abs(np.asarray(keras_outputs) - np.asarray(file_outputs))
     within_one = np.mean(diff <= step * 1.001)
-    assert within_one >= MIN_FRACTION_WITHIN_ONE_STEP, (
+    assert within_one >= min_fraction, (
         f"only {within_one:.2%} of the outputs within one step ({step:.3g})"
         f"; max diff {diff.max():.3g}"
     )
