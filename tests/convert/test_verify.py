@@ -183,8 +183,14 @@ def test_as_dict_has_every_field(model_and_files, toy_test):
         "file_format",
         "num_threads",
         "float_ops",
+        "weights",
     }
     assert isinstance(data["float_ops"], list)
+    # One entry per weight tensor of the file, with its stored type.
+    assert [w["dtype"] for w in data["weights"]] == [
+        w.dtype for w in report.weights
+    ]
+    assert all(w["dtype"] == "float32" for w in data["weights"])
     assert json.loads(json.dumps(data)) == data
 
 
