@@ -98,9 +98,9 @@ def weight_tensors(model_content):
     for index, op, tensor_index, dequantized in weight_ops(model):
         tensor = graph.tensors[tensor_index]
         dtype = type_name(tensor.type)
-        activation = _activation_type(graph, op, tensor_index)
         if dtype.startswith(("int", "uint")) and not dequantized:
-            compute = "integer" if activation.startswith("int") else "dynamic"
+            integer = _output_type(graph, op).startswith(("int", "uint"))
+            compute = "integer" if integer else "dynamic"
         else:
             compute = "float"
         result.append(
@@ -242,12 +242,13 @@ def _weight_input(model, graph, op, producers):
     return None
 
 
-def _activation_type(graph, op, weight_index):
-    """Type of the op's first input (its activation), weight aside."""
-    for tensor_index in _indices(op.inputs):
-        if tensor_index != weight_index:
-            return type_name(graph.tensors[tensor_index].type)
-    return "float32"
+def _output_type(graph, op):
+    """Type of the op's first output: integer kernels write integers, where
+    dynamic-range and float kernels write floats. (Its inputs tell less: a
+    TRANSPOSE_CONV's first input is an int32 output shape, a GATHER's its
+    int32 indices.)"""
+    outputs = _indices(op.outputs)
+    return type_name(graph.tensors[outputs[0]].type) if outputs else "float32"
 
 
 def _is_constant(model, tensor):

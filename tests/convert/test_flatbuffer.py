@@ -63,3 +63,17 @@ def test_the_layer_map_survives_a_round_trip(model_and_data):
     assert [t.layer for t in tensors] == ["fc1", None, "logits"]
     # 16x16, 16x16 and 3x16 float32 kernels.
     assert flatbuffer.describe(tensors) == "3 float32 (2,240 bytes)"
+
+
+def test_a_transposed_convolution_reads_its_activation_not_its_shape():
+    import keras
+
+    inputs = keras.Input((8, 8, 32))
+    # 18,432 weights: enough for the converter's dynamic range (>= 1024).
+    outputs = keras.layers.Conv2DTranspose(64, 3, strides=2)(inputs)
+    model = keras.Model(inputs, outputs)
+    # TRANSPOSE_CONV's first input is a constant int32 output shape; the
+    # float activation decides how it computes.
+    [tensor] = weight_tensors(to_tflite(model, "dynamic"))
+    assert tensor.op_name == "TRANSPOSE_CONV"
+    assert (tensor.dtype, tensor.compute) == ("int8", "dynamic")
