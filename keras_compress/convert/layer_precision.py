@@ -483,11 +483,8 @@ def quantize(
     Returns:
         The quantized file's bytes.
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(
-            f"Unknown `algorithm`={algorithm!r}. Expected one of "
-            f"{', '.join(ALGORITHMS)}."
-        )
+    # `to_tflite` checked `algorithm` and `precision` (and the step's
+    # constructor for compress()) before any work.
     default = LayerPrecision.from_spec(precision.get("*", MODE_DEFAULTS[mode]))
     per_layer = resolve(model, precision)
     asked = set(per_layer.values()) | {default}
