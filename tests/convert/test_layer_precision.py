@@ -201,6 +201,17 @@ def _attention_case(model):
     return {"mha": "w4"}, {f"mha/{part}": "int4" for part in parts}
 
 
+def _recurrent_model():
+    inputs = keras.Input((6, 16))
+    x = L.LSTM(16, name="lstm")(inputs)
+    return keras.Model(inputs, L.Dense(3, name="head")(x), name="recurrent")
+
+
+def _recurrent_case(model):
+    # The LSTM's kernels live in its cell: naming the LSTM reaches them.
+    return {"lstm": "w4"}, {"lstm/lstm_cell": "int4"}
+
+
 # kind -> (model builder, input shape, case). A case gives the precision
 # map and the dtype expected for each layer it names; the other layers get
 # the mode's (dynamic range: int8).
@@ -209,6 +220,7 @@ KINDS = {
     "subclassed": (helpers.subclassed_mlp, (16,), _subclassed_case),
     "shared": (_shared_layer_model, (16,), _shared_case),
     "attention": (_attention_model, (6, 16), _attention_case),
+    "recurrent": (_recurrent_model, (6, 16), _recurrent_case),
 }
 
 
