@@ -353,6 +353,8 @@ def _compress(args):
             "`output`": "-o",
             "`resume=True`": "--resume",
             "`overwrite=True`": "--overwrite",
+            "`max_bytes`": "--max-bytes",
+            "`max_latency`": "--max-latency",
         }
     ):
         result = pipeline.compress(
@@ -361,6 +363,8 @@ def _compress(args):
             val,
             target=args.target,
             max_accuracy_drop=args.max_drop,
+            max_bytes=args.max_bytes,
+            max_latency=args.max_latency,
             recipe=args.recipe,
             epochs=args.epochs,
             output=args.output,
@@ -370,11 +374,18 @@ def _compress(args):
             distill=not args.no_distill,
             verbose=0 if args.quiet else 1,
         )
-    final = result.report.final
+    final, original = result.report.final, result.report.original
+    latency = (
+        f", {final.latency_us:.1f} µs "
+        f"({final.latency_us / original.latency_us:.3f}x)"
+        if original.latency_us
+        else ""
+    )
     print(
         f"{result.path}: accuracy {final.file_accuracy:.4f} "
-        f"(drop {final.accuracy_drop:+.4f}), {final.gzip_bytes:,} gzip bytes "
-        f"({final.gzip_bytes / result.report.original.gzip_bytes:.3f}x); "
+        f"(drop {final.accuracy_drop:+.4f}), {final.bytes:,} bytes "
+        f"({final.bytes / original.bytes:.3f}x), {final.gzip_bytes:,} gzip "
+        f"bytes ({final.gzip_bytes / original.gzip_bytes:.3f}x){latency}; "
         f"report: {os.path.join(args.output, 'report.md')}"
     )
     # A file over budget is still delivered, but a script must notice.
@@ -414,6 +425,17 @@ def _non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _budget(text):
+    """A size or latency budget: an integer, a fraction, or text with a
+    unit; `compress()` checks it and names the option when it is wrong."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _accuracy_drop(text):
@@ -697,17 +719,20 @@ examples:
 
     compress = commands.add_parser(
         "compress",
-        help="compress a model to a verified file within an accuracy budget",
+        help="compress a model to a verified file within accuracy, size and "
+        "latency budgets",
         description="Builds a recipe from a per-layer sensitivity scan (or "
         "runs --recipe), prunes and fine-tunes with distillation, trains "
         "quantization-aware for int8, converts, verifies the file and backs "
-        "off until the accuracy drop is within --max-drop. Writes the file, "
+        "off until the accuracy drop is within --max-drop. With --max-bytes "
+        "or --max-latency it searches channels and weight bits per layer "
+        "instead, on measured files. Writes the file, "
         "report.md/.html/.json, plots and each stage's model to -o.",
         epilog="""
 data: an .npz with x_train, y_train, x_val, y_val (integer labels), or x
 and y, of which the last 10 % validates.
-exit status: 0 when the budget is met, 3 when it is not (the most accurate
-file is still written), 1 on errors.
+exit status: 0 when every budget is met, 3 when one is not (the closest
+file is still written, and the report names the budget), 1 on errors.
 
 example:
   keras-compress compress model.keras --data data.npz --target tflite-int8 \\
@@ -734,6 +759,22 @@ example:
         default=0.01,
         metavar="D",
         help="largest accepted accuracy loss, 0.01 = one point (default)",
+    )
+    compress.add_argument(
+        "--max-bytes",
+        type=_budget,
+        default=None,
+        metavar="B",
+        help="largest file: a fraction of the float32 file (0.12), bytes "
+        "(60000) or with a unit (60KB, 1.5MiB); searches channels and bits",
+    )
+    compress.add_argument(
+        "--max-latency",
+        type=_budget,
+        default=None,
+        metavar="T",
+        help="largest single-thread latency on this machine: a fraction of "
+        "the float32 file's (0.25) or with a unit (10ms, 250us)",
     )
     compress.add_argument(
         "--recipe",

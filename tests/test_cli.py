@@ -280,6 +280,48 @@ def test_compress_over_budget_exits_3(files, capsys, tmp_path):
     assert (tmp_path / "out" / "model.tflite").exists()
 
 
+def test_compress_takes_size_and_latency_budgets(files, capsys, tmp_path):
+    out = tmp_path / "out"
+    argv = ["compress", files / "model.keras", "--data", _compress_data(files)]
+    argv += ["--target", "tflite-float32", "--max-drop", "0.2"]
+    argv += ["--max-bytes", "1.0", "--max-latency", "1s", "-o", out, "-q"]
+    status, stdout, err = _run(capsys, *argv)
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["budgets"] == {
+        "max_accuracy_drop": 0.2,
+        "max_bytes": 1.0,
+        "max_latency": "1s",
+    }
+    assert set(report["budget_checks"]) == {
+        "accuracy_drop",
+        "bytes",
+        "latency_us",
+    }
+    assert all(check["held"] for check in report["budget_checks"].values())
+    final = report["stages"][-1]
+    assert f"{final['bytes']:,} bytes" in stdout and " µs (" in stdout
+
+
+@pytest.mark.parametrize(
+    "option, value, expected",
+    [
+        ("--max-bytes", "60parsecs", "--max-bytes='60parsecs': unknown unit"),
+        ("--max-latency", "20", "--max-latency=20: a relative budget"),
+    ],
+)
+def test_bad_budgets_are_one_line_naming_the_option(
+    files, capsys, tmp_path, option, value, expected
+):
+    argv = ["compress", files / "model.keras", "--data", _compress_data(files)]
+    argv += [option, value, "-o", tmp_path / "out", "-q"]
+    status, _, err = _run(capsys, *argv)
+    assert status == 1
+    assert expected in err, err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
 def test_compress_errors_are_one_line(files, capsys, tmp_path):
     np.savez(tmp_path / "bad.npz", inputs=np.zeros((4, 3)))
     argv = ["compress", files / "model.keras", "--data", tmp_path / "bad.npz"]

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_compress import data_checks
 from keras_compress import rewrite
+from keras_compress.convert import _native_logs
 from keras_compress.convert.verify import class_predictions
 from keras_compress.pruning import masks
 from keras_compress.pruning import registry
@@ -16,20 +17,30 @@ DEFAULT_SPARSITIES = (0.5, 0.7, 0.8, 0.9)
 
 @dataclasses.dataclass(frozen=True)
 class LayerSensitivity:
-    """Accuracy of a model with one layer pruned, at several sparsities.
+    """Accuracy of a model with one layer compressed, at several settings.
 
     Attributes:
         layer: Path of the layer (nested models joined with "/").
-        params: Number of prunable values in the layer.
-        sparsities: The sparsities tried, ascending.
-        accuracies: Accuracy with this layer alone pruned to each sparsity
-            (magnitude pruning, no fine-tuning).
+        params: Number of values the knob acts on in the layer.
+        values: The settings tried, ascending: sparsities, fractions of
+            channels removed, or bit-widths (descending for bits).
+        accuracies: Accuracy with this layer alone compressed to each
+            setting (no fine-tuning).
     """
 
     layer: str
     params: int
-    sparsities: tuple
+    values: tuple
     accuracies: tuple
+
+    @property
+    def sparsities(self):
+        """The settings of a pruning scan (`values`)."""
+        return self.values
+
+    def accuracy(self, value):
+        """The accuracy measured at `value` (one of `values`)."""
+        return self.accuracies[self.values.index(value)]
 
     def max_sparsity(self, baseline_accuracy, max_drop):
         """The highest sparsity tried whose accuracy drop is <= `max_drop`.
@@ -37,24 +48,36 @@ class LayerSensitivity:
         Returns 0.0 when even the lowest sparsity costs more.
         """
         best = 0.0
-        for sparsity, accuracy in zip(self.sparsities, self.accuracies):
+        for sparsity, accuracy in zip(self.values, self.accuracies):
             # A tolerance for float rounding: accuracies are ratios of counts.
             if baseline_accuracy - accuracy <= max_drop + 1e-9:
                 best = sparsity
         return best
 
 
+# What each kind of scan varies, for reports.
+KNOBS = {
+    "sparsity": "sparsity of this layer alone",
+    "channels": "fraction of this layer's channels removed",
+    "bits": "weight bits of this layer alone",
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SensitivityReport:
-    """The result of `pruning_sensitivity`.
+    """The result of a sensitivity scan.
 
     Attributes:
-        baseline_accuracy: Accuracy of the unpruned model on the same data.
-        layers: One `LayerSensitivity` per prunable layer, in model order.
+        baseline_accuracy: Accuracy of the uncompressed model on the data.
+        layers: One `LayerSensitivity` per layer scanned, in model order.
+        knob: What the scan varied: `"sparsity"` (`pruning_sensitivity`),
+            `"channels"` (`channel_sensitivity`) or `"bits"`
+            (`precision_sensitivity`).
     """
 
     baseline_accuracy: float
     layers: tuple
+    knob: str = "sparsity"
 
     def sparsity_plan(self, max_drop):
         """`{layer path: sparsity}`, each the most costing <= `max_drop`.
@@ -68,9 +91,17 @@ class SensitivityReport:
                 plan[row.layer] = sparsity
         return plan
 
+    def drop(self, layer, value):
+        """Accuracy lost with `layer` alone set to `value` (a tried one)."""
+        for row in self.layers:
+            if row.layer == layer:
+                return self.baseline_accuracy - row.accuracy(value)
+        raise KeyError(f"Layer {layer!r} was not scanned.")
+
     def as_dict(self):
         """The report as plain Python data (e.g. for JSON)."""
         return {
+            "knob": self.knob,
             "baseline_accuracy": self.baseline_accuracy,
             "layers": [dataclasses.asdict(row) for row in self.layers],
         }
@@ -84,22 +115,28 @@ class SensitivityReport:
                 LayerSensitivity(
                     layer=row["layer"],
                     params=int(row["params"]),
-                    sparsities=tuple(row["sparsities"]),
+                    # "sparsities": the key before scans had other knobs.
+                    values=tuple(row.get("values", row.get("sparsities"))),
                     accuracies=tuple(row["accuracies"]),
                 )
                 for row in data["layers"]
             ),
+            knob=data.get("knob", "sparsity"),
         )
 
     def __str__(self):
         if not self.layers:
-            return "No prunable layer."
-        sparsities = self.layers[0].sparsities
+            return f"No layer to scan ({self.knob})."
+        values = self.layers[0].values
+        if self.knob == "bits":
+            shown = [f"{int(v)} bits" for v in values]
+        else:
+            shown = [f"{v:.0%}" for v in values]
         header = f"{'layer':<32} {'params':>10} " + " ".join(
-            f"{s:>7.0%}" for s in sparsities
+            f"{v:>7}" for v in shown
         )
         lines = [
-            f"Pruning sensitivity (accuracy; unpruned "
+            f"Sensitivity: accuracy by {KNOBS[self.knob]} (uncompressed "
             f"{self.baseline_accuracy:.4f})",
             header,
             "-" * len(header),
@@ -183,6 +220,108 @@ def pruning_sensitivity(
             "`sparsities` must be a non-empty list of values in (0, 1); "
             f"received {sparsities!r}."
         )
+
+    def prune(original, sparsity):
+        return original * np.asarray(masks.magnitude_mask(original, sparsity))
+
+    return _weight_scan(
+        model,
+        x,
+        y,
+        "sparsity",
+        sparsities,
+        prune,
+        layers,
+        batch_size,
+        log,
+        verbose,
+    )
+
+
+def precision_sensitivity(
+    model,
+    x,
+    y,
+    bits=(4,),
+    layers=None,
+    batch_size=256,
+    log=None,
+    verbose=0,
+):
+    """Measures how much accuracy each layer loses with fewer weight bits.
+
+    For every layer with a kernel and every bit-width, the layer's kernels
+    are rounded in a copy of `model` to that many bits, symmetric and per
+    output channel (the last axis), as a LiteRT file stores them; every
+    other layer keeps float weights, and no activation is quantized. The
+    figures rank layers by how well they take low-bit weights, which is
+    what a per-layer precision choice needs.
+
+    Args:
+        model: A built Keras classifier. It is not changed.
+        x: Inputs, batch first.
+        y: Integer class labels.
+        bits: Bit-widths to try, each in [2, 8].
+        layers: `None` (every such layer), or a list of layer names.
+        batch_size: Batch size of the evaluations.
+        log: Optional callable for one result line per layer.
+        verbose: 1 shows a progress bar over the evaluations.
+
+    Returns:
+        A `SensitivityReport` with `knob="bits"`.
+
+    Example:
+
+    ```python
+    report = kc.analysis.precision_sensitivity(model, x_val, y_val, bits=(4,))
+    print(report.drop("dense", 4))
+    ```
+    """
+    bits = tuple(sorted({int(b) for b in bits}, reverse=True))
+    if not bits or not all(2 <= b <= 8 for b in bits):
+        raise ValueError(
+            f"`bits` must be a non-empty list of integers in [2, 8]; "
+            f"received {bits!r}."
+        )
+    return _weight_scan(
+        model,
+        x,
+        y,
+        "bits",
+        bits,
+        round_to_bits,
+        layers,
+        batch_size,
+        log,
+        verbose,
+    )
+
+
+def round_to_bits(kernel, bits):
+    """`kernel` rounded to `bits`-bit symmetric integers per output channel.
+
+    Args:
+        kernel: A float array; its last axis holds the output channels.
+        bits: Weight bits (2-8).
+
+    Returns:
+        A float array of the same shape holding the rounded values.
+    """
+    kernel = np.asarray(kernel, dtype=np.float32)
+    if kernel.ndim < 2:
+        return kernel
+    levels = 2 ** (bits - 1) - 1
+    flat = kernel.reshape(-1, kernel.shape[-1])
+    scale = np.max(np.abs(flat), axis=0) / levels
+    scale = np.where(scale > 0, scale, 1.0)
+    rounded = np.clip(np.round(flat / scale), -levels, levels) * scale
+    return rounded.reshape(kernel.shape)
+
+
+def _weight_scan(
+    model, x, y, knob, values, transform, layers, batch_size, log, verbose
+):
+    """One evaluation per (layer, value) with that layer's kernels changed."""
     if len(x) == 0 or len(x) != len(y):
         raise ValueError(
             f"`x` and `y` must hold the same number of samples (> 0); "
@@ -211,8 +350,8 @@ def pruning_sensitivity(
         unknown = [name for name in layers if name not in known]
         if unknown:
             raise ValueError(
-                f"Layers {unknown} are not prunable layers of "
-                f"'{model.name}'. Prunable layers: "
+                f"Layers {unknown} are not layers of '{model.name}' that a "
+                f"{knob} scan can change. Those are: "
                 f"{[path for path, _ in candidates]}."
             )
         candidates = [
@@ -223,7 +362,7 @@ def pruning_sensitivity(
 
     baseline = _accuracy(copy, x, y, batch_size)
     progress = (
-        keras.utils.Progbar(len(candidates) * len(sparsities), unit_name="eval")
+        keras.utils.Progbar(len(candidates) * len(values), unit_name="eval")
         if verbose
         else None
     )
@@ -233,10 +372,9 @@ def pruning_sensitivity(
         originals = [np.array(v.numpy()) for v in variables]
         accuracies = []
         try:
-            for sparsity in sparsities:
+            for value in values:
                 for variable, original in zip(variables, originals):
-                    mask = masks.magnitude_mask(original, sparsity)
-                    variable.assign(original * np.asarray(mask))
+                    variable.assign(transform(original, value))
                 accuracies.append(_accuracy(copy, x, y, batch_size))
                 if progress is not None:
                     progress.add(1)
@@ -247,12 +385,117 @@ def pruning_sensitivity(
             LayerSensitivity(
                 layer=path,
                 params=int(sum(o.size for o in originals)),
-                sparsities=sparsities,
+                values=values,
                 accuracies=tuple(accuracies),
             )
         )
         if log is not None:
-            steps = zip(sparsities, accuracies)
-            figures = ", ".join(f"{s:.0%} -> {a:.4f}" for s, a in steps)
-            log(f"  {path}: {figures}")
-    return SensitivityReport(baseline_accuracy=baseline, layers=tuple(rows))
+            log(f"  {path}: {_figures(knob, values, accuracies)}")
+    return SensitivityReport(
+        baseline_accuracy=baseline, layers=tuple(rows), knob=knob
+    )
+
+
+def _figures(knob, values, accuracies):
+    if knob == "bits":
+        shown = [f"{int(v)} bits" for v in values]
+    else:
+        shown = [f"{v:.0%}" for v in values]
+    return ", ".join(f"{v} -> {a:.4f}" for v, a in zip(shown, accuracies))
+
+
+def channel_sensitivity(
+    model,
+    x,
+    y,
+    ratios=(0.25, 0.5, 0.75),
+    batch_size=256,
+    log=None,
+    verbose=0,
+):
+    """Measures how much accuracy each channel group loses when thinned.
+
+    For every group of layers whose output channels channel pruning can
+    remove (`keras_compress.pruning.channel_plan`; layers tied by a merge
+    form one group), and every ratio, that group alone loses the ratio of
+    its channels with the lowest L1 norm, and the smaller model's accuracy
+    is measured. No training happens.
+
+    Args:
+        model: A built Sequential or Functional classifier. It is not
+            changed.
+        x: Inputs, batch first.
+        y: Integer class labels.
+        ratios: Fractions of channels to remove, each in (0, 1).
+        batch_size: Batch size of the evaluations.
+        log: Optional callable for one result line per group.
+        verbose: 1 shows a progress bar over the evaluations.
+
+    Returns:
+        A `SensitivityReport` with `knob="channels"`; each row is named by
+        the group's first producer layer (the name a per-layer ratio of
+        `prune_channels` takes), its `params` are the producers' weights.
+
+    Raises:
+        ValueError: For a subclassed model (channel pruning rebuilds
+            Sequential and Functional models only).
+
+    Example:
+
+    ```python
+    report = kc.analysis.channel_sensitivity(model, x_val, y_val)
+    print(report)
+    ```
+    """
+    from keras_compress.pruning import structured
+
+    ratios = tuple(sorted(float(r) for r in ratios))
+    if not ratios or not all(0.0 < r < 1.0 for r in ratios):
+        raise ValueError(
+            "`ratios` must be a non-empty list of values in (0, 1); "
+            f"received {ratios!r}."
+        )
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            f"`x` and `y` must hold the same number of samples (> 0); "
+            f"received {len(x)} and {len(y)}."
+        )
+    plan = structured.channel_plan(model, 0.0)
+    groups = [g for g in plan.graph.groups if g.prunable]
+    by_name = {layer.name: layer for _, layer in rewrite.iter_layers(model)}
+    baseline = _accuracy(model, x, y, batch_size)
+    progress = (
+        keras.utils.Progbar(len(groups) * len(ratios), unit_name="eval")
+        if verbose
+        else None
+    )
+    rows = []
+    for group in groups:
+        name = group.producers[0]
+        accuracies = []
+        for ratio in ratios:
+            # Each smaller model is a new graph: TensorFlow warns about
+            # retracing, which is expected here.
+            with _native_logs.captured():
+                smaller = structured.prune_channels(model, layers={name: ratio})
+                accuracies.append(_accuracy(smaller, x, y, batch_size))
+            del smaller
+            if progress is not None:
+                progress.add(1)
+        params = sum(
+            sum(int(np.prod(w.shape)) for w in by_name[p].weights)
+            for p in group.producers
+        )
+        rows.append(
+            LayerSensitivity(
+                layer=name,
+                params=params,
+                values=ratios,
+                accuracies=tuple(accuracies),
+            )
+        )
+        if log is not None:
+            log(f"  {name}: {_figures('channels', ratios, accuracies)}")
+    return SensitivityReport(
+        baseline_accuracy=baseline, layers=tuple(rows), knob="channels"
+    )

@@ -16,9 +16,11 @@ from keras_compress import data_checks
 from keras_compress import rewrite
 from keras_compress.analysis import sensitivity as sensitivity_lib
 from keras_compress.convert import _files
+from keras_compress.pipeline import budgets as budgets_lib
 from keras_compress.pipeline import recipe as recipe_lib
 from keras_compress.pipeline import report as report_lib
 from keras_compress.pipeline import run_folder
+from keras_compress.pipeline import search as search_lib
 from keras_compress.pipeline import steps as steps_lib
 from keras_compress.pipeline import targets as targets_lib
 
@@ -57,6 +59,8 @@ def compress(
     *,
     target="tflite-int8",
     max_accuracy_drop=0.01,
+    max_bytes=None,
+    max_latency=None,
     recipe=None,
     teacher=None,
     distill=True,
@@ -73,9 +77,10 @@ def compress(
     latency_runs=100,
     verbose=1,
 ):
-    """Compresses a trained classifier into a verified file within a budget.
+    """Compresses a trained classifier into a verified file within budgets.
 
-    With `recipe=None` the recipe is built from the budget:
+    With `recipe=None` and an accuracy budget alone, the recipe is built
+    to make the file small under gzip:
 
     1. a **sensitivity scan** prunes one layer at a time
        (`kc.analysis.pruning_sensitivity`) and gives each layer the highest
@@ -89,9 +94,21 @@ def compress(
        pipeline **backs off** (sparsities scaled by 0.75, 0.5, then no
        pruning) and tries again from the original model.
 
-    The budget is checked on the converted file, not estimated. If no try
-    meets it, the most accurate file is delivered and a warning (and
-    `result.budget_met == False`) says so.
+    With `max_bytes` and/or `max_latency`, the recipe is built to fit
+    them instead (`keras_compress.pipeline.search`): channel and precision
+    sensitivity scans, then a greedy choice per layer of the fraction of
+    channels to remove and of 4-bit weights (int8 and dynamic targets),
+    checked on measured candidate files; each plan that fits is
+    fine-tuned (channel pruning with distillation, then QAT, or GPTQ for
+    4-bit layers) and verified, the most promising first. Sparsity and
+    clustering are not searched then: they change neither a LiteRT file's
+    raw bytes nor its latency.
+
+    Every budget is checked on the converted file, not estimated. If no
+    try meets them all, the closest file is delivered (the most accurate
+    one within the size and latency budgets, else the one nearest to
+    them), and a warning (and `result.budget_met == False`) names the
+    budget that failed.
 
     Args:
         model: A trained, built Keras classifier (one output of class
@@ -104,6 +121,15 @@ def compress(
             `"tflite-float32"`, `"onnx"` or `"onnx-float16"`.
         max_accuracy_drop: Largest accepted accuracy loss of the file,
             against the original model (0.01 is one point).
+        max_bytes: Largest file size: a fraction in (0, 1] of the
+            original's float32 file of the same format (`0.12`), an
+            integer number of bytes, or a string such as `"60KB"` or
+            `"1.5MiB"`. `None`: no size budget.
+        max_latency: Largest single-sample latency of the file (median
+            of `latency_runs` single-thread runs on this machine, with
+            LiteRT or ONNX Runtime): a fraction in (0, 1] of the float32
+            file's (`0.25`) or a string such as `"10ms"` or `"250us"`.
+            `None`: no latency budget.
         recipe: `None` (built from the budget), a `Recipe`, a list of
             steps, a recipe config dict, or a path to a JSON/YAML recipe.
             A given recipe runs once, without back-off.
@@ -166,6 +192,17 @@ def compress(
             "`max_accuracy_drop` must be a number in [0, 1) (0.01 is one "
             f"accuracy point); received {max_accuracy_drop!r}."
         )
+    budgets = budgets_lib.Budgets(
+        float(max_accuracy_drop),
+        budgets_lib.parse_bytes(max_bytes),
+        budgets_lib.parse_latency(max_latency),
+    )
+    if budgets.max_latency is not None and not latency_runs:
+        raise ValueError(
+            "`max_latency` is checked on each file's measured latency, but "
+            f"`latency_runs`={latency_runs!r} measures none: pass "
+            "latency_runs >= 1 (e.g. 100)."
+        )
     steps_lib.check_epochs(epochs)
     if resume and output is None:
         raise ValueError(
@@ -205,6 +242,8 @@ def compress(
         options = dict(
             target=target,
             max_accuracy_drop=float(max_accuracy_drop),
+            max_bytes=budgets.as_dict()["max_bytes"],
+            max_latency=budgets.as_dict()["max_latency"],
             epochs=epochs,
             distill=bool(distill),
             batch_size=batch_size,
@@ -276,8 +315,32 @@ def compress(
         "original", 0, model, targets_lib.dense_reference_target(target), 0.0
     )
 
-    scan = None
-    if recipe is None:
+    limits = budgets.limits(original)
+    for line in budgets.describe(original):
+        log(f"Budget: {line}")
+    scan = searched = None
+    if recipe is None and budgets.constrains_cost:
+        searched = _search(
+            model,
+            target,
+            limits,
+            calibration,
+            (x_val, y_val),
+            output,
+            resume,
+            latency_runs,
+            log,
+            verbose,
+        )
+        for note in searched.notes:
+            log(f"  {note}")
+        recipes = [plan.recipe(target, epochs) for plan in searched.plans]
+        if searched.fits and len(recipes) < search_lib.MAX_TRIES:
+            # Back-off when only one plan fits: the same plan, trained twice
+            # as long (a fitting plan with fewer channels removed does not
+            # exist, or the search would have found it).
+            recipes.append(searched.plans[0].recipe(target, 2 * epochs))
+    elif recipe is None:
         scan = _scan(
             model, x_val, y_val, sparsities, output, resume, log, verbose
         )
@@ -317,32 +380,16 @@ def compress(
             final = measure("convert", attempt, model, target, 0.0)
             stages.append(final[0])
         finals.append((len(stages) - 1, current, final[1]))
-        if final[0].accuracy_drop <= max_accuracy_drop:
+        if _all_held(budgets.check(final[0], original)):
             break
 
-    within = [
-        f for f in finals if stages[f[0]].accuracy_drop <= max_accuracy_drop
-    ]
-    budget_met = bool(within)
-    chosen, final_model, content = (
-        within[0]
-        if within
-        else max(finals, key=lambda f: stages[f[0]].file_accuracy)
+    chosen, final_model, content = _deliverable(
+        finals, stages, budgets, original
     )
-    drop = stages[chosen].accuracy_drop
-    in_words = report_lib.describe_drop(drop)  # "drops 0.0055", "gains ..."
-    if budget_met:
-        message = (
-            f"Budget met: the {target} file {in_words} accuracy "
-            f"(<= {max_accuracy_drop:.4f})."
-        )
-    else:
-        message = (
-            f"Budget NOT met: no try kept the accuracy drop within "
-            f"{max_accuracy_drop:.4f}; the best file {in_words}. "
-            "Delivered that file; allow a larger max_accuracy_drop, train "
-            "longer (epochs) or use a lighter recipe."
-        )
+    held = budgets.check(stages[chosen], original)
+    budget_met = _all_held(held)
+    message = _message(target, held, budget_met, searched)
+    if not budget_met:
         warnings.warn(message, stacklevel=2)
     report = report_lib.CompressionReport(
         target=target,
@@ -355,6 +402,18 @@ def compress(
         wall_time_s=time.perf_counter() - start,
         recipes=tuple(r.get_config() for r in recipes[: len(finals)]),
         sensitivity=scan,
+        budgets=budgets.as_dict(),
+        budget_checks=held,
+        search=None if searched is None else searched.as_dict(),
+        search_scans=(
+            ()
+            if searched is None
+            else tuple(
+                s
+                for s in (searched.channel_scan, searched.bits_scan)
+                if s is not None
+            )
+        ),
     )
     path = None
     if output is not None:
@@ -375,6 +434,164 @@ def compress(
         report=report,
         budget_met=budget_met,
     )
+
+
+def _all_held(checks):
+    return all(check["held"] for check in checks.values())
+
+
+def _deliverable(finals, stages, budgets, original):
+    """The first try within every budget; else the closest one.
+
+    Closest: the most accurate try within the size and latency budgets,
+    or, when no try is, the one least over them.
+    """
+    checks = [budgets.check(stages[f[0]], original) for f in finals]
+    for final, held in zip(finals, checks):
+        if _all_held(held):
+            return final
+
+    def cost_excess(held):
+        return sum(
+            max(0.0, check["value"] / check["limit"] - 1.0)
+            for name, check in held.items()
+            if name != "accuracy_drop"
+        )
+
+    index = min(
+        range(len(finals)),
+        key=lambda i: (
+            cost_excess(checks[i]),
+            -stages[finals[i][0]].file_accuracy,
+        ),
+    )
+    return finals[index]
+
+
+_BUDGET_WORDS = {
+    "accuracy_drop": ("accuracy drop", "{:.4f}"),
+    "bytes": ("bytes", "{:,.0f}"),
+    "latency_us": ("latency", "{:,.1f} µs"),
+}
+
+
+def _message(target, held, budget_met, searched):
+    """One paragraph: which budgets held, and what to do if one failed."""
+    parts = []
+    for name, check in held.items():
+        words, fmt = _BUDGET_WORDS[name]
+        value = fmt.format(check["value"])
+        if name == "accuracy_drop":
+            value = report_lib.describe_drop(check["value"])
+        sign = "<=" if check["held"] else ">"
+        parts.append(
+            f"{words} {value} {sign} {fmt.format(check['limit'])}"
+            + ("" if check["held"] else " (FAILED)")
+        )
+    figures = "; ".join(parts)
+    if budget_met:
+        return f"Budget met: the {target} file: {figures}."
+    failed = [
+        _BUDGET_WORDS[n][0] for n, check in held.items() if not check["held"]
+    ]
+    advice = []
+    if "accuracy drop" in failed:
+        advice.append(
+            "allow a larger max_accuracy_drop, train longer (epochs) or use "
+            "a lighter recipe"
+        )
+    if "bytes" in failed or "latency" in failed:
+        advice.append("allow a larger size or latency budget")
+        if searched is not None and not searched.fits:
+            advice.append(
+                "no plan of the search fits them even untrained (see the "
+                "report's candidates)"
+            )
+    return (
+        f"Budget NOT met ({', '.join(failed)}): no try met every budget; "
+        f"delivered the closest file: {figures}. To meet it, "
+        + "; ".join(advice)
+        + "."
+    )
+
+
+def _search(
+    model,
+    target,
+    limits,
+    calibration,
+    val_data,
+    output,
+    resume,
+    latency_runs,
+    log,
+    verbose,
+):
+    x_val, y_val = val_data
+
+    def cached_scan(name, run):
+        path = None if output is None else os.path.join(output, name)
+        if resume and path and os.path.exists(path):
+            log(f"Sensitivity scan: reusing {path}")
+            with open(path) as f:
+                return sensitivity_lib.SensitivityReport.from_dict(json.load(f))
+        report = run()
+        if path:
+            text = json.dumps(report.as_dict(), indent=2) + "\n"
+            _files.write_atomically(path, text.encode("utf-8"))
+        return report
+
+    def channel_scan():
+        log("Sensitivity scan: removing channels of one layer at a time")
+        return cached_scan(
+            "sensitivity_channels.json",
+            lambda: sensitivity_lib.channel_sensitivity(
+                model,
+                x_val,
+                y_val,
+                search_lib.CHANNEL_RATIOS,
+                log=log,
+                verbose=verbose,
+            ),
+        )
+
+    def bits_scan():
+        log(
+            f"Sensitivity scan: {search_lib.LOW_BITS}-bit weights, one layer "
+            "at a time"
+        )
+        return cached_scan(
+            "sensitivity_bits.json",
+            lambda: sensitivity_lib.precision_sensitivity(
+                model,
+                x_val,
+                y_val,
+                (search_lib.LOW_BITS,),
+                log=log,
+                verbose=verbose,
+            ),
+        )
+
+    def measure(plan):
+        return search_lib.measure_untrained(
+            model, plan, target, calibration, x_val[:32], latency_runs or 1
+        )
+
+    log("Budget search: channels and precision per layer")
+    result = search_lib.search(
+        model,
+        target,
+        limits,
+        measure,
+        x_val,
+        y_val,
+        channel_scan,
+        bits_scan,
+        log,
+    )
+    for index, plan in enumerate(result.plans, start=1):
+        log(f"  plan {index}: {plan.describe()}")
+    return result
 
 
 def _budget_recipes(plan, target, epochs):
@@ -422,9 +639,6 @@ def _run_step(step, model, context, output, attempt, index, resume, log):
             run_folder.STAGES,
             f"try{attempt}_{index + 1}_{step.name}.keras",
         )
-    if not step.trains:
-        log(f"  {step.describe()}")
-        return step.apply(model, context)
     if resume and path and os.path.exists(path):
         log(f"  {step.describe()}: resumed from {path}")
         with context.scope():

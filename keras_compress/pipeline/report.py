@@ -5,6 +5,7 @@ import html
 import json
 import os
 
+from keras_compress.analysis import sensitivity
 from keras_compress.convert import _files
 
 
@@ -88,7 +89,15 @@ class CompressionReport:
         message: One sentence saying what happened.
         wall_time_s: Wall time of the whole run.
         recipes: The recipe config of each attempt.
-        sensitivity: The `SensitivityReport` of the scan, or `None`.
+        sensitivity: The `SensitivityReport` of the sparsity scan, or
+            `None`.
+        budgets: The budgets as given (`Budgets.as_dict()`).
+        budget_checks: `{budget: {"value", "limit", "held"}}` of the
+            delivered file (limits absolute: bytes, µs).
+        search: The budget search's `SearchResult.as_dict()` (plans,
+            measured candidates, notes, seconds), or `None`.
+        search_scans: The search's channel and precision
+            `SensitivityReport`s.
     """
 
     target: str
@@ -101,6 +110,10 @@ class CompressionReport:
     wall_time_s: float
     recipes: tuple
     sensitivity: object = None
+    budgets: dict = None
+    budget_checks: dict = None
+    search: dict = None
+    search_scans: tuple = ()
 
     @property
     def final(self):
@@ -127,6 +140,10 @@ class CompressionReport:
             "sensitivity": (
                 self.sensitivity.as_dict() if self.sensitivity else None
             ),
+            "budgets": self.budgets,
+            "budget_checks": self.budget_checks,
+            "search": self.search,
+            "search_scans": [scan.as_dict() for scan in self.search_scans],
         }
 
     def _cells(self):
@@ -141,10 +158,58 @@ class CompressionReport:
             f"{final.attempt}), accuracy {final.file_accuracy:.4f} vs "
             f"{self.original.file_accuracy:.4f} original "
             f"(drop {final.accuracy_drop:+.4f}, budget "
-            f"{self.max_accuracy_drop:.4f}), gzip bytes "
-            f"{final.gzip_bytes / self.original.gzip_bytes:.3f}x the float32 "
-            f"file; {self.wall_time_s:.0f} s in all."
+            f"{self.max_accuracy_drop:.4f}), {final.bytes:,} bytes "
+            f"({final.bytes / self.original.bytes:.3f}x the float32 file, "
+            f"gzip {final.gzip_bytes / self.original.gzip_bytes:.3f}x)"
+            + (
+                f", {final.latency_us:.1f} µs "
+                f"({final.latency_us / self.original.latency_us:.3f}x)"
+                if self.original.latency_us
+                else ""
+            )
+            + f"; {self.wall_time_s:.0f} s in all."
         )
+
+    def _budget_lines(self):
+        """Markdown lines: each budget, its limit and whether it held."""
+        if not self.budget_checks:
+            return []
+        lines = ["## Budgets (delivered file)", ""]
+        lines += ["| budget | limit | delivered | held |", "|---|---|---|---|"]
+        for name, check in self.budget_checks.items():
+            lines.append(
+                f"| {name} | {check['limit']:,.4g} | {check['value']:,.4g} | "
+                f"{'yes' if check['held'] else 'NO'} |"
+            )
+        return lines + [""]
+
+    def _search_lines(self):
+        """Markdown lines: where the search's time went and what it built."""
+        if not self.search:
+            return []
+        seconds = self.search["seconds"]
+        lines = [
+            "## Budget search",
+            "",
+            f"Scans {seconds['scans']:.0f} s, search {seconds['search']:.0f} s "
+            f"({len(self.search['candidates'])} untrained candidate files "
+            "measured). Fine-tuned plans: "
+            f"{'; '.join(_plan_words(p) for p in self.search['plans'])}.",
+        ]
+        lines += [f"- {note}" for note in self.search["notes"]]
+        lines += [
+            "",
+            "| candidate (untrained) | predicted drop | bytes | latency us |",
+            "|---|---|---|---|",
+        ]
+        for row in self.search["candidates"]:
+            lines.append(
+                f"| {_plan_words(row['plan'])} | {row['predicted_drop']:.4f} | "
+                f"{row['bytes']:,} | {row['latency_us']:.1f} |"
+            )
+        for scan in self.search_scans:
+            lines += ["", "```", str(scan), "```"]
+        return lines + [""]
 
     def to_markdown(self):
         """The report as Markdown: a summary line and one table."""
@@ -164,7 +229,10 @@ class CompressionReport:
             "",
             "drop: original file accuracy minus this file's; gzip x: "
             "against the original float32 file. The delivered row is bold.",
+            "",
         ]
+        lines += self._budget_lines()
+        lines += self._search_lines()
         if self.sensitivity is not None:
             lines += ["", "```", str(self.sensitivity), "```"]
         return "\n".join(lines) + "\n"
@@ -260,18 +328,68 @@ def _plots(report, folder):
     axes.legend()
     names.append(save(figure, "stages.png"))
 
-    if report.sensitivity is not None and report.sensitivity.layers:
+    figure, (by_bytes, by_latency) = pyplot.subplots(1, 2, figsize=(10, 4))
+    for row in rows:
+        marker = "*" if row["chosen"] else "o"
+        size = 140 if row["chosen"] else 30
+        by_bytes.scatter(
+            row["bytes"] / 1024, row["file_accuracy"], marker=marker, s=size
+        )
+        by_latency.scatter(
+            row["latency_us"], row["file_accuracy"], marker=marker, s=size
+        )
+        label = f"{row['attempt']}: {row['stage'].split('(')[0]}"
+        by_bytes.annotate(
+            label, (row["bytes"] / 1024, row["file_accuracy"]), fontsize=7
+        )
+        by_latency.annotate(
+            label, (row["latency_us"], row["file_accuracy"]), fontsize=7
+        )
+    checks = report.budget_checks or {}
+    for axes, key, scale in (
+        (by_bytes, "bytes", 1 / 1024),
+        (by_latency, "latency_us", 1.0),
+    ):
+        axes.axhline(budget, linestyle="--", color="gray")
+        if key in checks:
+            axes.axvline(
+                checks[key]["limit"] * scale,
+                linestyle=":",
+                color="red",
+                label="budget",
+            )
+            axes.legend()
+        axes.set_ylabel("file accuracy")
+    by_bytes.set_xlabel("file KiB (raw)")
+    by_latency.set_xlabel("latency µs (1 thread)")
+    figure.suptitle(
+        "Verified files: accuracy vs bytes and latency (delivered: star)"
+    )
+    names.append(save(figure, "frontier.png"))
+
+    for scan in (report.sensitivity, *report.search_scans):
+        if scan is None or not scan.layers:
+            continue
         figure, axes = pyplot.subplots(figsize=(6, 4))
-        for layer in report.sensitivity.layers:
+        start = 32 if scan.knob == "bits" else 0.0
+        for layer in scan.layers:
             axes.plot(
-                [0.0, *layer.sparsities],
-                [report.sensitivity.baseline_accuracy, *layer.accuracies],
+                [start, *layer.values],
+                [scan.baseline_accuracy, *layer.accuracies],
                 marker="o",
                 label=layer.layer,
             )
-        axes.set_xlabel("sparsity of this layer alone")
+        axes.set_xlabel(sensitivity.KNOBS[scan.knob])
         axes.set_ylabel("accuracy (no fine-tuning)")
-        axes.set_title("Pruning sensitivity per layer")
+        axes.set_title(f"Sensitivity per layer: {scan.knob}")
         axes.legend(fontsize=7)
-        names.append(save(figure, "sensitivity.png"))
+        suffix = "" if scan.knob == "sparsity" else f"_{scan.knob}"
+        names.append(save(figure, f"sensitivity{suffix}.png"))
     return names
+
+
+def _plan_words(plan):
+    """A search plan (`Plan.as_dict()`) in words."""
+    from keras_compress.pipeline import search
+
+    return search.Plan.from_dict(plan).describe()

@@ -337,3 +337,130 @@ def test_a_step_that_cannot_run_fails_before_any_training(
             loss="sparse_categorical_crossentropy",
             verbose=0,
         )
+
+
+def test_a_size_budget_is_met_by_a_searched_plan_on_the_file(task, tmp_path):
+    from keras_compress.convert import flatbuffer
+
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        max_accuracy_drop=0.05,
+        max_bytes=0.7,
+        output=str(tmp_path),
+        latency_runs=3,
+        verbose=0,
+    )
+    report = result.report
+    limit = 0.7 * report.original.bytes
+    with open(result.path, "rb") as f:
+        content = f.read()
+    assert result.budget_met
+    assert len(content) <= limit
+    assert report.budget_checks["bytes"] == {
+        "value": len(content),
+        "limit": pytest.approx(limit),
+        "held": True,
+    }
+    assert report.budget_checks["accuracy_drop"]["held"]
+    # The delivered recipe is the search's: fewer channels or 4-bit weights.
+    delivered = json.loads((tmp_path / "recipe.json").read_text())
+    names = [step["step"] for step in delivered["steps"]]
+    assert names[-1] in ("ptq", "quantize")
+    assert "ptq" in names or "prune_channels" in names
+    if "ptq" in names:
+        low = set(delivered["steps"][-1]["precision"])
+        stored = {
+            t.layer: t.dtype
+            for t in flatbuffer.weight_tensors(content)
+            if len(t.shape) >= 2  # kernels, not biases
+        }
+        assert all(stored[name] == "int4" for name in low), stored
+    # The report shows the search: its scans (cached for resume), the
+    # measured candidates, and the frontier plot.
+    assert report.search["fits"]
+    assert report.search["candidates"][0]["plan"] == {
+        "channels": {},
+        "low_bits": [],
+    }
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Budget search" in markdown and "## Budgets" in markdown
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["budgets"]["max_bytes"] == 0.7
+    assert saved["budget_checks"]["bytes"]["held"]
+    for name in ("sensitivity_channels.json", "sensitivity_bits.json"):
+        assert (tmp_path / name).exists()
+    assert report.sensitivity is None  # no sparsity scan under cost budgets
+
+
+def test_an_unmeetable_size_budget_names_the_budget_that_failed(task):
+    model, train, val = task
+    with pytest.warns(UserWarning, match=r"Budget NOT met \(bytes\)"):
+        result = pipeline.compress(
+            model,
+            train,
+            val,
+            max_accuracy_drop=0.5,
+            max_bytes=1000,
+            epochs=1,
+            latency_runs=3,
+            verbose=0,
+        )
+    assert not result.budget_met
+    checks = result.report.budget_checks
+    assert not checks["bytes"]["held"] and checks["bytes"]["limit"] == 1000
+    assert checks["accuracy_drop"]["held"]
+    assert "allow a larger size or latency budget" in result.report.message
+    # The closest plan: the smallest untrained file the search measured.
+    candidates = result.report.search["candidates"]
+    assert not result.report.search["fits"]
+    assert len(result.report.recipes) == 1
+    assert len(result.content) < candidates[0]["bytes"]
+
+
+def test_a_latency_budget_met_by_int8_alone_keeps_every_channel(task):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        max_accuracy_drop=0.05,
+        max_latency="1s",
+        epochs=1,
+        latency_runs=5,
+        verbose=0,
+    )
+    assert result.budget_met
+    assert result.report.search["plans"] == [{"channels": {}, "low_bits": []}]
+    (recipe, *_) = result.report.recipes
+    assert [step["step"] for step in recipe["steps"]] == ["quantize"]
+    latency = result.report.budget_checks["latency_us"]
+    assert latency["limit"] == pytest.approx(1e6)
+    assert 0 < latency["value"] == result.report.final.latency_us
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"max_bytes": 0}, "`max_bytes`=0"),
+        ({"max_bytes": 1.5}, r"`max_bytes`=1.5: a relative budget"),
+        ({"max_bytes": "60 parsecs"}, "unknown unit 'parsecs'"),
+        ({"max_latency": 20}, r"`max_latency`=20: a relative budget"),
+        ({"max_latency": "20"}, "missing unit"),
+        (
+            {"max_latency": 0.5, "latency_runs": 0},
+            "`max_latency` is checked on each file's measured latency",
+        ),
+    ],
+)
+def test_bad_budgets_fail_before_any_work(task, change, message, monkeypatch):
+    model, train, val = task
+
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("compress() converted before refusing")
+
+    monkeypatch.setattr(pipeline.targets, "convert_to_target", no_conversion)
+    with pytest.raises(ValueError, match=message):
+        pipeline.compress(model, train, val, verbose=0, **change)

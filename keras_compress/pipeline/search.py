@@ -1,0 +1,519 @@
+"""The budget search of `compress()`: channels and precision per layer.
+
+When a size or latency budget is given, `compress()` chooses, per layer,
+the fraction of output channels to remove and the weight bits, so that the
+file fits the budgets at the smallest predicted accuracy loss.
+
+Why these two knobs: on LiteRT's CPU interpreter only fewer channels and
+fewer bits change what a file costs. Unstructured sparsity leaves the raw
+bytes and the latency of a file as they are (no sparse kernels run; an
+80 %-sparse file is as slow and, outside LiteRT's sparse format, as big
+as the dense one), and weight clustering only helps a compressor such as
+gzip. Both stay with the accuracy-only search (`compress()` without
+`max_bytes`/`max_latency`), which minimizes gzip bytes.
+
+How it chooses (greedy, after NetAdapt, Yang et al. 2018):
+
+1. Two sensitivity scans without training: each channel group alone loses
+   25/50/75 % of its channels (`analysis.channel_sensitivity`), each layer
+   alone gets 4-bit weights (`analysis.precision_sensitivity`). Their
+   accuracy drops are the predicted cost of each choice.
+2. A cost model per layer, from the model's parameters and FLOPs
+   (`analysis.profile`): removing a fraction of a group's channels shrinks
+   its producers, followers and consumers by that fraction; 4-bit weights
+   halve a layer's int8 bytes. Bytes are predicted as a share of the
+   measured int8 (or float) file, latency as a share of its FLOPs.
+3. From the uncompressed plan, each step takes the move (one group one
+   ratio further, or one layer to 4 bits) with the best ratio of budget
+   progress to predicted accuracy drop. When the prediction fits the
+   budgets, the candidate file is built (untrained: the shapes and the
+   precision decide size and speed) and measured; if it does not fit, the
+   prediction is corrected by the measurement and the greedy goes on.
+4. The greedy runs three times: both knobs, channels alone, bits alone.
+   The plans that fit are tried in order of predicted drop, each
+   fine-tuned with distillation and verified; the first within the
+   accuracy budget is delivered.
+
+A greedy allocation is used rather than a Lagrangian one because the
+costs are measured, not additive: a file's latency is not the sum of its
+layers' (fusions, kernel choices), so every plan the search commits to is
+a measured file, and a greedy path needs few of them.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+from keras_compress import analysis
+from keras_compress import convert
+from keras_compress import rewrite
+from keras_compress.pipeline import recipe as recipe_lib
+from keras_compress.pipeline import steps as steps_lib
+from keras_compress.pipeline import targets as targets_lib
+
+CHANNEL_RATIOS = (0.25, 0.5, 0.75)
+LOW_BITS = 4
+# Fine-tuning of a model with channels removed: Adam from this rate,
+# cosine-decayed to 0 (see `PruneChannels`).
+CHANNELS_LEARNING_RATE = 2e-3
+# Most plans a search fine-tunes (each is a full fine-tune and verify).
+MAX_TRIES = 3
+# Most untrained candidate files one search builds and measures.
+MAX_MEASUREMENTS = 12
+# The search aims under the budget by this factor: latency varies by
+# about 10 % between runs of the same file, and a QAT file is a few
+# hundred bytes larger than the PTQ file measured for it.
+MARGINS = {"bytes": 0.98, "latency_us": 0.9}
+# Low-bit precision of each target that has one.
+LOW_BIT_PRECISION = {"tflite-int8": "w4a8", "tflite-dynamic": "w4-dynamic"}
+# Weight bits of a layer with a kernel, per target (others stay float32).
+_BASE_BITS = {
+    "tflite-float32": 32,
+    "tflite-float16": 16,
+    "tflite-dynamic": 8,
+    "tflite-int8": 8,
+    "onnx": 32,
+    "onnx-float16": 16,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Per-layer choices of the budget search.
+
+    Attributes:
+        channels: `((layer name, fraction of channels removed), ...)`,
+            sorted; layers are each group's first producer.
+        low_bits: Sorted layer names whose weights get `LOW_BITS` bits.
+    """
+
+    channels: tuple = ()
+    low_bits: tuple = ()
+
+    def with_channels(self, layer, ratio):
+        channels = dict(self.channels)
+        channels[layer] = ratio
+        return Plan(tuple(sorted(channels.items())), self.low_bits)
+
+    def with_low_bits(self, layer):
+        return Plan(self.channels, tuple(sorted({*self.low_bits, layer})))
+
+    def describe(self):
+        parts = [
+            f"{name} -{ratio:.0%} channels" for name, ratio in self.channels
+        ]
+        parts += [f"{name} {LOW_BITS}-bit" for name in self.low_bits]
+        return ", ".join(parts) or "no channel or bit removed"
+
+    def precision(self, target):
+        """`{layer: low-bit spec}` for a `ptq` step, or `None`."""
+        if not self.low_bits:
+            return None
+        # Channel pruning inlines nested models: paths become names.
+        names = (
+            [path.rsplit("/", 1)[-1] for path in self.low_bits]
+            if self.channels
+            else self.low_bits
+        )
+        return dict.fromkeys(names, LOW_BIT_PRECISION[target])
+
+    def recipe(self, target, epochs):
+        """The `Recipe` that trains and converts this plan for `target`."""
+        steps = []
+        if self.channels:
+            steps.append(
+                steps_lib.PruneChannels(
+                    dict(self.channels),
+                    epochs=epochs,
+                    learning_rate=CHANNELS_LEARNING_RATE,
+                    schedule="cosine",
+                )
+            )
+        if self.low_bits:
+            # GPTQ: the rounding error of each column is compensated in
+            # the next ones, which keeps 4-bit weights close to float.
+            steps.append(
+                steps_lib.QuantizePostTraining(
+                    self.precision(target), algorithm="gptq"
+                )
+            )
+        elif targets_lib.is_integer_target(target):
+            steps.append(steps_lib.QuantizeAware(epochs=epochs))
+        return recipe_lib.Recipe(steps)
+
+    def as_dict(self):
+        return {
+            "channels": dict(self.channels),
+            "low_bits": list(self.low_bits),
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Reads back what `as_dict()` gave."""
+        return cls(
+            tuple(sorted(data["channels"].items())),
+            tuple(sorted(data["low_bits"])),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """What the budget search decided.
+
+    Attributes:
+        plans: The plans to fine-tune, in order (the most promising
+            first). When none fits, the one closest to the budgets.
+        fits: Whether the plans' untrained files fit the size and latency
+            budgets.
+        candidates: One dict per measured untrained file: its plan, its
+            predicted drop, bytes and latency.
+        notes: Knobs left out and why.
+        seconds: `{"scans": s, "search": s}`.
+        channel_scan: The channel `SensitivityReport`, or `None`.
+        bits_scan: The precision `SensitivityReport`, or `None`.
+    """
+
+    plans: tuple
+    fits: bool
+    candidates: tuple
+    notes: tuple
+    seconds: dict
+    channel_scan: object = None
+    bits_scan: object = None
+
+    def as_dict(self):
+        return {
+            "plans": [p.as_dict() for p in self.plans],
+            "fits": self.fits,
+            "candidates": list(self.candidates),
+            "notes": list(self.notes),
+            "seconds": dict(self.seconds),
+        }
+
+
+class _CostModel:
+    """Predicted weight bytes and FLOPs of a plan, from the model's weights.
+
+    A matrix (a kernel) of a layer shrinks with the channels it writes and
+    those it reads; a vector (bias, BatchNorm) with those it writes only.
+    Kernels take the target's weight bits (4 where the plan says); vectors
+    take 32 (an int8 file stores biases as int32).
+    """
+
+    def __init__(self, model, target, graph):
+        self.base_bits = _BASE_BITS[target]
+        flops = {row.name: row.flops for row in analysis.profile(model).layers}
+        # (path, name, [(size, is a matrix)], flops)
+        self.layers = [
+            (
+                path,
+                layer.name,
+                [
+                    (int(np.prod(w.shape)), len(w.shape) >= 2)
+                    for w in layer.weights
+                ],
+                flops.get(path, 0),
+            )
+            for path, layer in rewrite.iter_layers(model)
+        ]
+        # name -> group index of the channels it writes / reads.
+        self.writes, self.reads, self.group_of = {}, {}, {}
+        if graph is not None:
+            for group in graph.groups:
+                if not group.prunable:
+                    continue
+                self.group_of[group.producers[0]] = group.index
+                for name in (*group.producers, *group.followers):
+                    self.writes[name] = group.index
+                for name in group.consumers:
+                    self.reads.setdefault(name, []).append(group.index)
+
+    def estimate(self, plan):
+        """`(weight bytes, FLOPs)` of `plan`'s model, before calibration."""
+        kept = {
+            self.group_of[name]: 1.0 - ratio for name, ratio in plan.channels
+        }
+        total_bytes = total_flops = 0.0
+        for path, name, weights, flops in self.layers:
+            out_scale = kept.get(self.writes.get(name), 1.0)
+            reads = self.reads.get(name)
+            in_scale = (
+                sum(kept.get(g, 1.0) for g in reads) / len(reads)
+                if reads
+                else 1.0
+            )
+            low = any(
+                path == key or path.startswith(key + "/") or name == key
+                for key in plan.low_bits
+            )
+            for size, is_matrix in weights:
+                if is_matrix:
+                    bits = LOW_BITS if low else self.base_bits
+                    total_bytes += size * out_scale * in_scale * bits / 8
+                else:
+                    total_bytes += size * out_scale * 4
+            total_flops += flops * out_scale * in_scale
+        return total_bytes, total_flops
+
+
+def search(
+    model,
+    target,
+    limits,
+    measure_plan,
+    x_val,
+    y_val,
+    channel_scan_fn,
+    bits_scan_fn,
+    log,
+):
+    """Chooses per-layer channels and bits for the size/latency `limits`.
+
+    Args:
+        model: The original model.
+        target: The `compress()` target.
+        limits: `{"bytes": b, "latency_us": t}` (either may be missing).
+        measure_plan: `plan -> {"bytes", "latency_us"}` of the plan's
+            untrained file.
+        x_val: Validation inputs (for the scans).
+        y_val: Validation labels.
+        channel_scan_fn: `() -> SensitivityReport` (channels; may reuse a
+            cached scan).
+        bits_scan_fn: `() -> SensitivityReport` (bits), or `None` when the
+            target has no low-bit precision.
+        log: Callable for progress lines.
+
+    Returns:
+        A `SearchResult`.
+    """
+    start = time.perf_counter()
+    notes = []
+    graph = None
+    channel_scan = bits_scan = None
+    try:
+        graph = _channel_graph(model)
+    except ValueError as error:
+        notes.append(f"channels left out: {error}".split("\n")[0])
+    if graph is not None:
+        if any(group.prunable for group in graph.groups):
+            channel_scan = channel_scan_fn()
+        else:
+            notes.append(
+                "channels left out: no Dense/convolution output of the model "
+                "can lose channels (each is a model output or read by a "
+                "layer channel pruning cannot follow)"
+            )
+            graph = None
+    if target in LOW_BIT_PRECISION:
+        bits_scan = bits_scan_fn()
+    else:
+        notes.append(
+            f"bits left out: target {target!r} has no low-bit precision "
+            f"(int4 weights need {' or '.join(LOW_BIT_PRECISION)})"
+        )
+    scan_seconds = time.perf_counter() - start
+    floor = 1.0 / max(len(y_val), 1)  # one sample: the drops' resolution
+    costs = _CostModel(model, target, graph)
+    greedy = _Greedy(
+        costs, limits, measure_plan, channel_scan, bits_scan, floor, log
+    )
+    knob_sets = []
+    if channel_scan is not None and bits_scan is not None:
+        knob_sets.append(("channels", "bits"))
+    if channel_scan is not None:
+        knob_sets.append(("channels",))
+    if bits_scan is not None:
+        knob_sets.append(("bits",))
+    if not knob_sets:
+        knob_sets.append(())
+    fitting = []
+    for knobs in knob_sets:
+        plan, fits = greedy.run(knobs)
+        if fits and plan not in fitting:
+            fitting.append(plan)
+    if not fitting:
+        # Within the budgets but not their margins: still worth a try.
+        fitting = [
+            plan
+            for plan, figures in greedy.measured.items()
+            if greedy.fits(figures, margins=False)
+        ]
+    if not fitting:
+        closest = min(
+            greedy.measured,
+            key=lambda plan: (
+                greedy.excess(greedy.measured[plan]),
+                greedy.predicted_drop(plan),
+            ),
+        )
+    fitting.sort(key=greedy.predicted_drop)
+    plans = tuple(fitting[:MAX_TRIES]) if fitting else (closest,)
+    return SearchResult(
+        plans=plans,
+        fits=bool(fitting),
+        candidates=tuple(greedy.candidates),
+        notes=tuple(notes),
+        seconds={
+            "scans": scan_seconds,
+            "search": time.perf_counter() - start - scan_seconds,
+        },
+        channel_scan=channel_scan,
+        bits_scan=bits_scan,
+    )
+
+
+def _channel_graph(model):
+    """The model's channel groups; `ValueError` where it cannot be rebuilt."""
+    from keras_compress import pruning
+
+    return pruning.channel_plan(model, 0.0).graph
+
+
+class _Greedy:
+    def __init__(
+        self, costs, limits, measure_plan, channel_scan, bits_scan, floor, log
+    ):
+        self.costs = costs
+        self.budget_limits = {k: v for k, v in limits.items() if k in MARGINS}
+        self.limits = {k: v * MARGINS[k] for k, v in self.budget_limits.items()}
+        self.measure_plan = measure_plan
+        self.channel_scan = channel_scan
+        self.bits_scan = bits_scan
+        self.floor = floor
+        self.log = log
+        self.measured = {}
+        self.candidates = []
+        base = self.measure(Plan())
+        self.base = base
+        self.base_estimate = costs.estimate(Plan())
+
+    def measure(self, plan):
+        if plan not in self.measured:
+            figures = self.measure_plan(plan)
+            self.measured[plan] = figures
+            self.candidates.append(
+                {
+                    "plan": plan.as_dict(),
+                    "predicted_drop": self.predicted_drop(plan),
+                    **figures,
+                }
+            )
+            self.log(
+                f"  candidate {plan.describe()}: {figures['bytes']:,} bytes, "
+                f"{figures['latency_us']:.1f} µs (untrained file)"
+            )
+        return self.measured[plan]
+
+    def predicted_drop(self, plan):
+        drop = 0.0
+        for name, ratio in plan.channels:
+            drop += max(self.channel_scan.drop(name, ratio), 0.0)
+        for name in plan.low_bits:
+            drop += max(self.bits_scan.drop(name, LOW_BITS), 0.0)
+        return drop
+
+    def estimate(self, plan, correction):
+        weight_bytes, flops = self.costs.estimate(plan)
+        base_bytes, base_flops = self.base_estimate
+        figures = {
+            "bytes": self.base["bytes"] * weight_bytes / max(base_bytes, 1.0),
+            "latency_us": self.base["latency_us"]
+            * flops
+            / max(base_flops, 1.0),
+        }
+        return {k: v * correction[k] for k, v in figures.items()}
+
+    def fits(self, figures, margins=True):
+        limits = self.limits if margins else self.budget_limits
+        return all(figures[k] <= limit for k, limit in limits.items())
+
+    def excess(self, figures):
+        """How far over the budgets, summed as fractions of each."""
+        return sum(
+            max(0.0, figures[k] / limit - 1.0)
+            for k, limit in self.budget_limits.items()
+        )
+
+    def moves(self, plan, knobs):
+        if "channels" in knobs:
+            current = dict(plan.channels)
+            for row in self.channel_scan.layers:
+                now = current.get(row.layer, 0.0)
+                later = [r for r in row.values if r > now]
+                if later:
+                    yield plan.with_channels(row.layer, later[0])
+        if "bits" in knobs:
+            for row in self.bits_scan.layers:
+                if row.layer not in plan.low_bits:
+                    yield plan.with_low_bits(row.layer)
+
+    def run(self, knobs):
+        """`(plan, fits)`: the first measured plan within the limits, or
+        the last plan reached when no move is left."""
+        plan = Plan()
+        correction = dict.fromkeys(("bytes", "latency_us"), 1.0)
+        while True:
+            estimate = self.estimate(plan, correction)
+            if self.fits(estimate) or plan in self.measured:
+                if (
+                    plan not in self.measured
+                    and len(self.measured) >= MAX_MEASUREMENTS
+                ):
+                    self.log(
+                        f"  search: {MAX_MEASUREMENTS} candidate files "
+                        "measured; stopping"
+                    )
+                    return plan, False
+                figures = self.measure(plan)
+                if self.fits(figures):
+                    return plan, True
+                # The file says otherwise: predict from it from now on.
+                for key in correction:
+                    correction[key] *= figures[key] / max(estimate[key], 1e-9)
+                estimate = self.estimate(plan, correction)
+            best, best_score = None, 0.0
+            for candidate in self.moves(plan, knobs):
+                after = self.estimate(candidate, correction)
+                progress = 0.0
+                for key, limit in self.limits.items():
+                    excess = estimate[key] - limit
+                    if excess > 0:
+                        progress += min(
+                            1.0, (estimate[key] - after[key]) / excess
+                        )
+                cost = max(
+                    self.predicted_drop(candidate) - self.predicted_drop(plan),
+                    self.floor,
+                )
+                score = progress / cost
+                if score > best_score:
+                    best, best_score = candidate, score
+            if best is None:
+                return plan, False
+            plan = best
+
+
+def measure_untrained(model, plan, target, calibration, x_sample, runs):
+    """`{"bytes", "latency_us"}` of `plan`'s file built without training.
+
+    Args:
+        model: The original model.
+        plan: A `Plan`.
+        target: The `compress()` target.
+        calibration: Calibration inputs for integer files.
+        x_sample: A few inputs to run the file on (latency is measured on
+            the first).
+        runs: Timed single-sample runs.
+    """
+    from keras_compress import pruning
+
+    candidate = model
+    if plan.channels:
+        candidate = pruning.prune_channels(model, layers=dict(plan.channels))
+    ptq = None
+    if plan.low_bits:
+        ptq = steps_lib.QuantizePostTraining(plan.precision(target))
+    content = targets_lib.convert_to_target(candidate, target, calibration, ptq)
+    check = convert.verify(candidate, content, x_sample, latency_runs=runs)
+    return {"bytes": check.bytes, "latency_us": check.latency_s * 1e6}
