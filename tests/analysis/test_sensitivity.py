@@ -54,7 +54,7 @@ def test_bad_arguments(model_and_data):
     model, x, y = model_and_data
     with pytest.raises(ValueError, match="sparsities"):
         analysis.pruning_sensitivity(model, x, y, sparsities=(0.5, 1.0))
-    with pytest.raises(ValueError, match=r"\['nope'\] are not layers of .* a sparsity scan"):
+    with pytest.raises(ValueError, match=r"\['nope'\] .* a sparsity scan"):
         analysis.pruning_sensitivity(model, x, y, layers=["nope"])
     with pytest.raises(ValueError, match="same number of samples"):
         analysis.pruning_sensitivity(model, x, y[:5])
