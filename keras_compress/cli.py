@@ -427,15 +427,11 @@ def _non_negative_int(text):
     return value
 
 
-def _budget(text):
-    """A size or latency budget: an integer, a fraction, or text with a
-    unit; `compress()` checks it and names the option when it is wrong."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+def _budget_text(text):
+    # compress() checks the value and names the option when it is wrong.
+    from keras_compress.pipeline import budgets
+
+    return budgets.from_text(text)
 
 
 def _accuracy_drop(text):
@@ -762,7 +758,7 @@ example:
     )
     compress.add_argument(
         "--max-bytes",
-        type=_budget,
+        type=_budget_text,
         default=None,
         metavar="B",
         help="largest file: a fraction of the float32 file (0.12), bytes "
@@ -770,7 +766,7 @@ example:
     )
     compress.add_argument(
         "--max-latency",
-        type=_budget,
+        type=_budget_text,
         default=None,
         metavar="T",
         help="largest single-thread latency on this machine: a fraction of "

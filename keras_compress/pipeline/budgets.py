@@ -164,6 +164,32 @@ def parse_latency(value):
     )
 
 
+def from_text(text):
+    """A budget typed on a command line, as `compress()` takes it.
+
+    `"60000"` is an integer (bytes), `"0.25"` a fraction, anything else
+    (`"60KB"`, `"10ms"`) stays text for `parse_bytes`/`parse_latency`.
+
+    Args:
+        text: The command-line value.
+
+    Returns:
+        An int, a float or the text.
+
+    Example:
+
+    ```python
+    parser.add_argument("--max-latency", type=budgets.from_text)
+    ```
+    """
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _split(text, argument, examples):
     match = _QUANTITY.match(text.lower())
     if match is None:
