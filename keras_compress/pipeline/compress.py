@@ -335,11 +335,13 @@ def compress(
         for note in searched.notes:
             log(f"  {note}")
         recipes = [plan.recipe(target, epochs) for plan in searched.plans]
+        longer = searched.plans[0].recipe(target, 2 * epochs)
         if searched.fits and len(recipes) < search_lib.MAX_TRIES:
-            # Back-off when only one plan fits: the same plan, trained twice
-            # as long (a fitting plan with fewer channels removed does not
-            # exist, or the search would have found it).
-            recipes.append(searched.plans[0].recipe(target, 2 * epochs))
+            if longer not in recipes:
+                # Back-off when few plans fit: the best, trained twice as
+                # long (a fitting plan that removes less does not exist,
+                # or the search would have found it).
+                recipes.append(longer)
     elif recipe is None:
         scan = _scan(
             model, x_val, y_val, sparsities, output, resume, log, verbose
@@ -468,39 +470,21 @@ def _deliverable(finals, stages, budgets, original):
     return finals[index]
 
 
-_BUDGET_WORDS = {
-    "accuracy_drop": ("accuracy drop", "{:.4f}"),
-    "bytes": ("bytes", "{:,.0f}"),
-    "latency_us": ("latency", "{:,.1f} µs"),
-}
-
-
 def _message(target, held, budget_met, searched):
     """One paragraph: which budgets held, and what to do if one failed."""
-    parts = []
-    for name, check in held.items():
-        words, fmt = _BUDGET_WORDS[name]
-        value = fmt.format(check["value"])
-        if name == "accuracy_drop":
-            value = report_lib.describe_drop(check["value"])
-        sign = "<=" if check["held"] else ">"
-        parts.append(
-            f"{words} {value} {sign} {fmt.format(check['limit'])}"
-            + ("" if check["held"] else " (FAILED)")
-        )
-    figures = "; ".join(parts)
+    figures = "; ".join(
+        report_lib.describe_check(name, check) for name, check in held.items()
+    )
     if budget_met:
         return f"Budget met: the {target} file: {figures}."
-    failed = [
-        _BUDGET_WORDS[n][0] for n, check in held.items() if not check["held"]
-    ]
+    failed = [n for n, check in held.items() if not check["held"]]
     advice = []
-    if "accuracy drop" in failed:
+    if "accuracy_drop" in failed:
         advice.append(
             "allow a larger max_accuracy_drop, train longer (epochs) or use "
             "a lighter recipe"
         )
-    if "bytes" in failed or "latency" in failed:
+    if "bytes" in failed or "latency_us" in failed:
         advice.append("allow a larger size or latency budget")
         if searched is not None and not searched.fits:
             advice.append(
@@ -508,10 +492,9 @@ def _message(target, held, budget_met, searched):
                 "report's candidates)"
             )
     return (
-        f"Budget NOT met ({', '.join(failed)}): no try met every budget; "
-        f"delivered the closest file: {figures}. To meet it, "
-        + "; ".join(advice)
-        + "."
+        f"Budget NOT met ({', '.join(map(report_lib.budget_name, failed))}): "
+        f"no try met every budget; delivered the closest file: {figures}. "
+        "To meet it, " + "; ".join(advice) + "."
     )
 
 

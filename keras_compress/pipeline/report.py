@@ -23,6 +23,37 @@ def describe_drop(drop):
     return f"drops {drop:.4f}" if drop >= 0 else f"gains {-drop:.4f}"
 
 
+# budget -> (words, format of its values)
+_BUDGETS = {
+    "accuracy_drop": ("accuracy drop", "{:.4f}"),
+    "bytes": ("bytes", "{:,.0f}"),
+    "latency_us": ("latency µs", "{:,.1f}"),
+}
+
+
+def budget_name(name):
+    """`"latency_us"` -> `"latency µs"`: a budget key in words."""
+    return _BUDGETS[name][0]
+
+
+def describe_check(name, check):
+    """One budget of a file in words.
+
+    E.g. `"accuracy drops 0.0010 (allowed 0.0100)"`, `"61,192 bytes
+    (allowed 108,519)"`, `"70.2 µs (allowed 66.0: FAILED)"`.
+
+    Args:
+        name: `"accuracy_drop"`, `"bytes"` or `"latency_us"`.
+        check: `{"value", "limit", "held"}` (`Budgets.check`).
+    """
+    fmt = _BUDGETS[name][1]
+    limit = fmt.format(check["limit"]) + ("" if check["held"] else ": FAILED")
+    if name == "accuracy_drop":
+        return f"accuracy {describe_drop(check['value'])} (allowed {limit})"
+    unit = "bytes" if name == "bytes" else "µs"
+    return f"{fmt.format(check['value'])} {unit} (allowed {limit})"
+
+
 @dataclasses.dataclass(frozen=True)
 class StageResult:
     """Figures of one model and its converted file.
@@ -177,8 +208,10 @@ class CompressionReport:
         lines = ["## Budgets (delivered file)", ""]
         lines += ["| budget | limit | delivered | held |", "|---|---|---|---|"]
         for name, check in self.budget_checks.items():
+            words, fmt = _BUDGETS[name]
             lines.append(
-                f"| {name} | {check['limit']:,.4g} | {check['value']:,.4g} | "
+                f"| {words} | {fmt.format(check['limit'])} | "
+                f"{fmt.format(check['value'])} | "
                 f"{'yes' if check['held'] else 'NO'} |"
             )
         return lines + [""]

@@ -9,6 +9,7 @@ from keras_compress import pipeline
 ALL_STEPS = [
     pipeline.Prune({"fc1": 0.5, "fc2": 0.7}, epochs=1),
     pipeline.PruneChannels(0.25, epochs=1),
+    pipeline.PruneChannels({"fc1": 0.5}, epochs=1, schedule="cosine"),
     pipeline.Cluster(8, epochs=1, init="linear"),
     pipeline.QuantizeAware(epochs=1, preserve_clusters=True),
 ]
@@ -25,6 +26,8 @@ def test_recipes_round_trip_through_json_and_yaml(tmp_path):
         "steps:\n"
         "  - {step: prune, sparsity: {fc1: 0.5, fc2: 0.7}, epochs: 1}\n"
         "  - {step: prune_channels, ratio: 0.25, epochs: 1}\n"
+        "  - {step: prune_channels, ratio: {fc1: 0.5}, epochs: 1,\n"
+        "     schedule: cosine}\n"
         "  - {step: cluster, number_of_clusters: 8, epochs: 1, init: linear}\n"
         "  - {step: quantize, epochs: 1, preserve_clusters: true}\n"
     )
@@ -37,6 +40,12 @@ def test_recipes_round_trip_through_json_and_yaml(tmp_path):
         (lambda: pipeline.Prune(1.0), "sparsity.*\\[0, 1\\)"),
         (lambda: pipeline.Prune({"fc1": -0.1}), "layer 'fc1'"),
         (lambda: pipeline.PruneChannels(1.5), "ratio"),
+        (
+            lambda: pipeline.PruneChannels({"fc1": 1.2}),
+            "`ratio` for layer 'fc1' must be in",
+        ),
+        (lambda: pipeline.PruneChannels({}), "empty dict"),
+        (lambda: pipeline.PruneChannels(schedule="linear"), "schedule"),
         (lambda: pipeline.Cluster(1), "number_of_clusters"),
         (lambda: pipeline.QuantizeAware(epochs=0), "epochs"),
         (lambda: pipeline.QuantizeAware(learning_rate=0), "learning_rate"),
@@ -104,3 +113,24 @@ def test_channel_pruning_step_shrinks_the_model(task):
     report = result.report
     assert report.final.params < 0.5 * report.original.params
     assert np.isfinite(report.final.file_accuracy)
+
+
+def test_per_layer_channel_ratios_are_checked_before_training(task):
+    model, train, val = task
+    with pytest.raises(ValueError, match="'nope'"):
+        pipeline.PruneChannels({"nope": 0.5}).check(model)
+    # The logits are the model's output: their channels cannot go.
+    with pytest.raises(ValueError, match="'logits'"):
+        pipeline.PruneChannels({"logits": 0.5}).check(model)
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-float32",
+        max_accuracy_drop=0.5,
+        recipe=[pipeline.PruneChannels({"fc1": 0.5}, epochs=1)],
+        latency_runs=0,
+        verbose=0,
+    )
+    assert result.model.get_layer("fc1").units == 16
+    assert result.model.get_layer("fc2").units == 32
