@@ -29,6 +29,8 @@ How it chooses (greedy, after NetAdapt, Yang et al. 2018):
    budgets, the candidate file is built (untrained: the shapes and the
    precision decide size and speed) and measured; if it does not fit, the
    prediction is corrected by the measurement and the greedy goes on.
+   The first fitting plan is then relaxed: single moves are undone, the
+   most accurate first, while the measured file still fits.
 4. The greedy runs three times: both knobs, channels alone, bits alone.
    The plans that fit are tried in order of predicted drop, each
    fine-tuned with distillation and verified; the first within the
@@ -60,7 +62,7 @@ CHANNELS_LEARNING_RATE = 2e-3
 # Most plans a search fine-tunes (each is a full fine-tune and verify).
 MAX_TRIES = 3
 # Most untrained candidate files one search builds and measures.
-MAX_MEASUREMENTS = 12
+MAX_MEASUREMENTS = 16
 # The search aims under the budget by this factor: latency varies by
 # about 10 % between runs of the same file, and a QAT file is a few
 # hundred bytes larger than the PTQ file measured for it.
@@ -330,8 +332,10 @@ def search(
     fitting = []
     for knobs in knob_sets:
         plan, fits = greedy.run(knobs)
-        if fits and plan not in fitting:
-            fitting.append(plan)
+        if fits:
+            plan = greedy.relax(plan)
+            if plan not in fitting:
+                fitting.append(plan)
     if not fitting:
         # Within the budgets but not their margins: still worth a try.
         fitting = [
@@ -492,6 +496,52 @@ class _Greedy:
             if best is None:
                 return plan, False
             plan = best
+
+    def undos(self, plan):
+        """Plans one move less compressed than `plan`."""
+        for name, ratio in plan.channels:
+            row = next(r for r in self.channel_scan.layers if r.layer == name)
+            lower = [r for r in row.values if r < ratio]
+            channels = dict(plan.channels)
+            if lower:
+                channels[name] = lower[-1]
+            else:
+                del channels[name]
+            yield Plan(tuple(sorted(channels.items())), plan.low_bits)
+        for name in plan.low_bits:
+            yield Plan(
+                plan.channels, tuple(n for n in plan.low_bits if n != name)
+            )
+
+    def relax(self, plan):
+        """Undoes moves while the measured file still fits.
+
+        The greedy's steps are coarse (a quarter of a group's channels), so
+        its first fitting plan often lands well under the budget; each undo
+        that still fits gives back predicted accuracy. The most accurate
+        undo is tried first; a prediction (scaled by `plan`'s measured
+        file) that does not fit is not measured.
+        """
+        while True:
+            anchor = self.measured[plan]
+            raw_anchor = self.estimate(plan, dict.fromkeys(anchor, 1.0))
+            undos = sorted(self.undos(plan), key=self.predicted_drop)
+            for candidate in undos:
+                if self.predicted_drop(candidate) >= self.predicted_drop(plan):
+                    continue  # no accuracy to win back
+                if candidate not in self.measured:
+                    scale = {
+                        k: anchor[k] / max(raw_anchor[k], 1e-9) for k in anchor
+                    }
+                    if not self.fits(self.estimate(candidate, scale)):
+                        continue
+                    if len(self.measured) >= MAX_MEASUREMENTS:
+                        return plan
+                if self.fits(self.measure(candidate)):
+                    plan = candidate
+                    break
+            else:
+                return plan
 
 
 def measure_untrained(model, plan, target, calibration, x_sample, runs):

@@ -163,3 +163,57 @@ def test_the_cost_model_scales_producers_and_consumers(task):
     assert costs.estimate(search.Plan().with_low_bits("fc2"))[0] == (
         pytest.approx(base_bytes - 32 * 32 / 2)
     )
+
+
+def test_the_relaxed_plan_is_the_most_accurate_of_its_neighbours(task):
+    """With exact predictions, the plan handed to training fits, and no
+    single move undone would both fit and be predicted more accurate."""
+    from keras_compress import analysis
+    from keras_compress import pruning
+
+    model, _, _ = task
+    graph = pruning.channel_plan(model, 0.0).graph
+    costs = search._CostModel(model, "tflite-int8", graph)
+    row = analysis.LayerSensitivity
+    channel_scan = analysis.SensitivityReport(
+        0.9,
+        (
+            row("fc1", 416, (0.25, 0.5, 0.75), (0.89, 0.86, 0.7)),
+            row("fc2", 1056, (0.25, 0.5, 0.75), (0.895, 0.88, 0.8)),
+        ),
+        knob="channels",
+    )
+    bits_scan = analysis.SensitivityReport(
+        0.9,
+        (
+            row("fc1", 384, (4,), (0.9,)),
+            row("fc2", 1024, (4,), (0.85,)),
+            row("logits", 96, (4,), (0.88,)),
+        ),
+        knob="bits",
+    )
+
+    def measure(plan):  # the cost model, taken as the truth
+        weight_bytes, flops = costs.estimate(plan)
+        return {"bytes": int(weight_bytes) + 2000, "latency_us": flops / 100}
+
+    base = measure(search.Plan())
+    limit = 0.75 * base["bytes"]
+    greedy = search._Greedy(
+        costs,
+        {"bytes": limit},
+        measure,
+        channel_scan,
+        bits_scan,
+        floor=1e-3,
+        log=lambda *args: None,
+    )
+    plan, fits = greedy.run(("channels", "bits"))
+    assert fits
+    relaxed = greedy.relax(plan)
+    margin = limit * search.MARGINS["bytes"]
+    assert measure(relaxed)["bytes"] <= margin
+    assert greedy.predicted_drop(relaxed) <= greedy.predicted_drop(plan)
+    for neighbour in greedy.undos(relaxed):
+        if greedy.predicted_drop(neighbour) < greedy.predicted_drop(relaxed):
+            assert measure(neighbour)["bytes"] > margin, neighbour
