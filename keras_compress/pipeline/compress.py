@@ -318,7 +318,7 @@ def compress(
     limits = budgets.limits(original)
     for line in budgets.describe(original):
         log(f"Budget: {line}")
-    scan = searched = None
+    scan = searched = longer = None
     if recipe is None and budgets.constrains_cost:
         searched = _search(
             model,
@@ -357,6 +357,14 @@ def compress(
 
     stages, finals = [], []
     for attempt, attempt_recipe in enumerate(recipes, start=1):
+        if (
+            attempt_recipe is longer
+            and budgets.check(stages[finals[0][0]], original)["accuracy_drop"][
+                "held"
+            ]
+        ):
+            # Only size or latency failed: training longer changes neither.
+            break
         log(f"Try {attempt}/{len(recipes)}: {attempt_recipe!r}")
         current = model
         final = None
