@@ -156,6 +156,25 @@ def _accuracy(model, x, y, batch_size):
     return float(np.mean(predicted == data_checks.check_labels(y, "y", len(x))))
 
 
+def _fractions(values, argument):
+    """`values` sorted, each checked to be in (0, 1)."""
+    values = tuple(sorted(float(v) for v in values))
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise ValueError(
+            f"`{argument}` must be a non-empty list of values in (0, 1); "
+            f"received {values!r}."
+        )
+    return values
+
+
+def _check_samples(x, y):
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            f"`x` and `y` must hold the same number of samples (> 0); "
+            f"received {len(x)} and {len(y)}."
+        )
+
+
 def _prunable_layers(model):
     """`[(path, layer)]` of the prunable layers, composites kept whole."""
     found = []
@@ -214,12 +233,7 @@ def pruning_sensitivity(
     plan = report.sparsity_plan(max_drop=0.02)   # {layer: sparsity}
     ```
     """
-    sparsities = tuple(sorted(float(s) for s in sparsities))
-    if not sparsities or not all(0.0 < s < 1.0 for s in sparsities):
-        raise ValueError(
-            "`sparsities` must be a non-empty list of values in (0, 1); "
-            f"received {sparsities!r}."
-        )
+    sparsities = _fractions(sparsities, "sparsities")
 
     def prune(original, sparsity):
         return original * np.asarray(masks.magnitude_mask(original, sparsity))
@@ -322,11 +336,7 @@ def _weight_scan(
     model, x, y, knob, values, transform, layers, batch_size, log, verbose
 ):
     """One evaluation per (layer, value) with that layer's kernels changed."""
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(
-            f"`x` and `y` must hold the same number of samples (> 0); "
-            f"received {len(x)} and {len(y)}."
-        )
+    _check_samples(x, y)
     # A copy, so the user's model keeps its weights even if this is
     # interrupted halfway through a layer.
     copy = rewrite.copy_layer(model)
@@ -449,17 +459,8 @@ def channel_sensitivity(
     """
     from keras_compress.pruning import structured
 
-    ratios = tuple(sorted(float(r) for r in ratios))
-    if not ratios or not all(0.0 < r < 1.0 for r in ratios):
-        raise ValueError(
-            "`ratios` must be a non-empty list of values in (0, 1); "
-            f"received {ratios!r}."
-        )
-    if len(x) == 0 or len(x) != len(y):
-        raise ValueError(
-            f"`x` and `y` must hold the same number of samples (> 0); "
-            f"received {len(x)} and {len(y)}."
-        )
+    ratios = _fractions(ratios, "ratios")
+    _check_samples(x, y)
     plan = structured.channel_plan(model, 0.0)
     groups = [g for g in plan.graph.groups if g.prunable]
     by_name = {layer.name: layer for _, layer in rewrite.iter_layers(model)}
