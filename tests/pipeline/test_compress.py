@@ -272,6 +272,31 @@ def test_training_runs_under_a_distribution_strategy(task, strategy):
     assert analysis.sparsity_report(result.model).total_sparsity > 0.4
 
 
+def test_the_budget_search_trains_under_a_distribution_strategy(
+    task, strategy
+):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-float32",
+        max_accuracy_drop=0.5,
+        max_bytes=0.8,
+        epochs=1,
+        strategy=strategy,
+        latency_runs=0,
+        verbose=0,
+    )
+    (plan, *_) = result.report.search["plans"]
+    assert plan["channels"]
+    # The delivered model is the thinner one, trained under the strategy.
+    kept = {name: 32 * (1 - ratio) for name, ratio in plan["channels"].items()}
+    for name, units in kept.items():
+        assert result.model.get_layer(name).units == units
+    assert result.report.final.bytes < result.report.original.bytes
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
