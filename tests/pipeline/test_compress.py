@@ -272,9 +272,7 @@ def test_training_runs_under_a_distribution_strategy(task, strategy):
     assert analysis.sparsity_report(result.model).total_sparsity > 0.4
 
 
-def test_the_budget_search_trains_under_a_distribution_strategy(
-    task, strategy
-):
+def test_the_budget_search_trains_under_a_distribution_strategy(task, strategy):
     model, train, val = task
     result = pipeline.compress(
         model,
