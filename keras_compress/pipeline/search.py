@@ -4,13 +4,16 @@ When a size or latency budget is given, `compress()` chooses, per layer,
 the fraction of output channels to remove and the weight bits, so that the
 file fits the budgets at the smallest predicted accuracy loss.
 
-Why these two knobs: on LiteRT's CPU interpreter only fewer channels and
-fewer bits change what a file costs. Unstructured sparsity leaves the raw
-bytes and the latency of a file as they are (no sparse kernels run; an
-80 %-sparse file is as slow and, outside LiteRT's sparse format, as big
-as the dense one), and weight clustering only helps a compressor such as
-gzip. Both stay with the accuracy-only search (`compress()` without
-`max_bytes`/`max_latency`), which minimizes gzip bytes.
+Why these two knobs: on LiteRT's CPU interpreter only fewer channels
+make a file faster (an 80 %-sparse file is exactly as slow as the dense
+one; int8 kernels were no faster than float32 on this project's CPU), and
+fewer channels and fewer bits both make it smaller. Unstructured sparsity
+shrinks raw bytes only in LiteRT's sparse format, which does not combine
+with ai-edge-quantizer's 4-bit weights, and weight clustering only helps a
+compressor such as gzip. Both stay with the accuracy-only search
+(`compress()` without `max_bytes`/`max_latency`), which minimizes gzip
+bytes; adding sparsity (sparse format, int8 layers only) as a third knob
+is left for later.
 
 How it chooses (greedy, after NetAdapt, Yang et al. 2018):
 
