@@ -522,22 +522,13 @@ def _search(
 ):
     x_val, y_val = val_data
 
-    def cached_scan(name, run):
-        path = None if output is None else os.path.join(output, name)
-        if resume and path and os.path.exists(path):
-            log(f"Sensitivity scan: reusing {path}")
-            with open(path) as f:
-                return sensitivity_lib.SensitivityReport.from_dict(json.load(f))
-        report = run()
-        if path:
-            text = json.dumps(report.as_dict(), indent=2) + "\n"
-            _files.write_atomically(path, text.encode("utf-8"))
-        return report
-
     def channel_scan():
-        log("Sensitivity scan: removing channels of one layer at a time")
-        return cached_scan(
+        return _cached_scan(
+            output,
             "sensitivity_channels.json",
+            resume,
+            log,
+            "removing channels of one layer at a time",
             lambda: sensitivity_lib.channel_sensitivity(
                 model,
                 x_val,
@@ -549,12 +540,12 @@ def _search(
         )
 
     def bits_scan():
-        log(
-            f"Sensitivity scan: {search_lib.LOW_BITS}-bit weights, one layer "
-            "at a time"
-        )
-        return cached_scan(
+        return _cached_scan(
+            output,
             "sensitivity_bits.json",
+            resume,
+            log,
+            f"{search_lib.LOW_BITS}-bit weights, one layer at a time",
             lambda: sensitivity_lib.precision_sensitivity(
                 model,
                 x_val,
@@ -606,19 +597,35 @@ def _budget_recipes(plan, target, epochs):
 
 
 def _scan(model, x, y, sparsities, output, resume, log, verbose):
-    path = None if output is None else os.path.join(output, "sensitivity.json")
+    return _cached_scan(
+        output,
+        "sensitivity.json",
+        resume,
+        log,
+        "pruning one layer at a time",
+        lambda: sensitivity_lib.pruning_sensitivity(
+            model, x, y, sparsities=sparsities, log=log, verbose=verbose
+        ),
+    )
+
+
+def _cached_scan(output, name, resume, log, what, run):
+    """A sensitivity scan, read back from `output/name` when resuming.
+
+    Otherwise `run()` scans and the report is written there atomically,
+    for a later `resume=True`.
+    """
+    path = None if output is None else os.path.join(output, name)
     if resume and path and os.path.exists(path):
         log(f"Sensitivity scan: reusing {path}")
         with open(path) as f:
             return sensitivity_lib.SensitivityReport.from_dict(json.load(f))
-    log("Sensitivity scan: pruning one layer at a time")
-    scan = sensitivity_lib.pruning_sensitivity(
-        model, x, y, sparsities=sparsities, log=log, verbose=verbose
-    )
+    log(f"Sensitivity scan: {what}")
+    report = run()
     if path:
-        text = json.dumps(scan.as_dict(), indent=2) + "\n"
+        text = json.dumps(report.as_dict(), indent=2) + "\n"
         _files.write_atomically(path, text.encode("utf-8"))
-    return scan
+    return report
 
 
 def _run_step(step, model, context, output, attempt, index, resume, log):
