@@ -1,10 +1,14 @@
 """Knowledge distillation for Keras 3: a `Distiller` model and its losses.
 
 `Distiller(student, teacher)` trains the student on labels and on the
-teacher's softened predictions (T² · KL, `SoftTargetKLDivergence`), with the
-keras.io `compile(optimizer, metrics, student_loss_fn, distillation_loss_fn,
-alpha, temperature)` arguments, optional `FeatureDistillation` terms, and
-any student: pruned, mixed precision, under `tf.distribute`.
+teacher's outputs. Its default recipe (`compile()` without `alpha`,
+`temperature` or a distillation loss) matches the teacher's class ranking
+(`CorrelationDistillation`) and the features its classifier reads (a
+`FeatureDistillation` hint found by `classifier_features`); the keras.io
+arguments `compile(optimizer, metrics, student_loss_fn, distillation_loss_fn,
+alpha, temperature)` select the softened-probability KL
+(`SoftTargetKLDivergence`) exactly as on keras.io. Any student works:
+pruned, mixed precision, under `tf.distribute`.
 
 Example:
 
@@ -17,8 +21,6 @@ distiller.compile(
     metrics=["accuracy"],
     student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
         from_logits=True),
-    alpha=0.1,
-    temperature=3,
 )
 distiller.fit(x_train, y_train, epochs=3)
 distiller.student.save("student.keras")
@@ -27,12 +29,16 @@ distiller.student.save("student.keras")
 
 from keras_compress.distillation.distiller import Distiller
 from keras_compress.distillation.features import FeatureDistillation
+from keras_compress.distillation.features import classifier_features
+from keras_compress.distillation.losses import CorrelationDistillation
 from keras_compress.distillation.losses import SoftTargetKLDivergence
 from keras_compress.distillation.losses import soft_target_kl_divergence
 
 __all__ = [
+    "CorrelationDistillation",
     "Distiller",
     "FeatureDistillation",
     "SoftTargetKLDivergence",
+    "classifier_features",
     "soft_target_kl_divergence",
 ]

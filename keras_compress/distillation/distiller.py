@@ -37,6 +37,16 @@ from keras_compress.pruning import prune_api
 
 _PACKAGE = "keras_compress"
 
+# The default recipe of `compile()` (no alpha, temperature or loss given),
+# chosen on a validation split of the reference workload
+# (benchmarks/distillation_benchmark.py --validation, docs/distillation.md).
+DEFAULT_ALPHA = 0.5
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_HINT_WEIGHT = 0.5
+# The keras.io example's values, used when any keras.io argument is given.
+KERAS_IO_ALPHA = 0.1
+KERAS_IO_TEMPERATURE = 3.0
+
 
 class _Slot:
     """A holder that Keras's attribute tracking leaves alone."""
@@ -153,6 +163,14 @@ def _find_layer(model, name, role):
     )
 
 
+def _describe(term):
+    """`"teacher->student (loss, weight w)"` of a `FeatureDistillation`."""
+    loss = term.loss
+    if not isinstance(loss, str):
+        loss = getattr(loss, "name", None) or type(loss).__name__
+    return f"{term.name} ({loss}, weight {term.weight:g})"
+
+
 def _symbolic_output(layer, role):
     try:
         return layer.output
@@ -235,6 +253,7 @@ class Distiller(keras.Model):
         teacher,
         feature_distillations=None,
         cache_teacher_outputs=False,
+        augmentation=None,
         name="distiller",
         **kwargs,
     ):
@@ -243,6 +262,26 @@ class Distiller(keras.Model):
             raise ValueError(
                 "`cache_teacher_outputs` must be True or False; received "
                 f"cache_teacher_outputs={cache_teacher_outputs!r}."
+            )
+        if isinstance(augmentation, dict):
+            augmentation = keras.saving.deserialize_keras_object(augmentation)
+        if augmentation is not None and not isinstance(
+            augmentation, keras.layers.Layer
+        ):
+            raise ValueError(
+                "`augmentation` must be a keras Layer (e.g. keras.Sequential"
+                "([keras.layers.RandomFlip(), keras.layers.RandomRotation("
+                "0.1)])); received "
+                f"{type(augmentation).__name__}: {augmentation!r}. To augment "
+                "in a tf.data pipeline instead, pass no augmentation: the "
+                "teacher and the student always see the same batch."
+            )
+        if augmentation is not None and cache_teacher_outputs:
+            raise ValueError(
+                "`cache_teacher_outputs=True` cannot be combined with "
+                "`augmentation`: the teacher must see each step's augmented "
+                "inputs, so its outputs cannot be computed once. Use one of "
+                "them."
             )
         _check_model(student, "student")
         _check_model(teacher, "teacher")
@@ -274,6 +313,9 @@ class Distiller(keras.Model):
         self.student = student
         self.teacher = teacher
 
+        # None lets the default recipe of `compile()` add a hint; a list
+        # (even empty) is the user's choice and is kept as given.
+        self._terms_given = feature_distillations is not None
         if feature_distillations is None:
             feature_distillations = []
         elif isinstance(
@@ -291,33 +333,48 @@ class Distiller(keras.Model):
                     f"{term!r}."
                 )
             terms.append(term)
+        self._user_terms = terms
+        self._automatic_hint = _Slot()  # (term, projection) once built
         self._terms = terms
         self.projections = self._build_feature_extraction(terms)
         self.cache_teacher_outputs = cache_teacher_outputs
+        self.augmentation = augmentation
 
         self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
         self.distillation_loss_tracker = keras.metrics.Mean(
             name="distillation_loss"
         )
-        self.feature_loss_tracker = (
-            keras.metrics.Mean(name="feature_loss") if terms else None
-        )
+        self._feature_loss_tracker = keras.metrics.Mean(name="feature_loss")
         # The student's features of the last forward pass, so that
         # `compute_loss` does not run the student a second time.
         self._pending = _Slot()
         self._reset_compile_arguments()
         self.built = True
 
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        if not self._terms:
+            # `feature_loss` is reported only when there is a feature term.
+            unused = self._feature_loss_tracker
+            metrics = [metric for metric in metrics if metric is not unused]
+        return metrics
+
     # Construction helpers.
 
-    def _build_feature_extraction(self, terms):
-        """Creates the feature extractors and projections for `terms`."""
+    def _build_feature_extraction(self, terms, extract=True):
+        """Creates the feature extractors and projections for `terms`.
+
+        With `extract=False` only the projections are made (and the terms
+        checked), for a term not yet in use; the extractors stay as they are.
+        """
         teacher_features = []  # symbolic outputs, in extractor order
         student_features = []
-        self._teacher_index = []  # per term: index in extractor, None=output
-        self._student_index = []
+        teacher_index = []  # per term: index in extractor, None=output
+        student_index = []
         projections = []
-        for position, term in enumerate(terms):
+        first = 0 if extract else len(self._terms)
+        for position, term in enumerate(terms, start=first):
             indices = []
             shapes = []
             for role, model, name, tensors in (
@@ -332,10 +389,14 @@ class Distiller(keras.Model):
                 indices.append(len(tensors))
                 tensors.append(output)
                 shapes.append(tuple(output.shape))
-            self._teacher_index.append(indices[0])
-            self._student_index.append(indices[1])
+            teacher_index.append(indices[0])
+            student_index.append(indices[1])
             projections.append(self._make_projection(position, term, *shapes))
+        if not extract:
+            return projections
 
+        self._teacher_index = teacher_index
+        self._student_index = student_index
         self._teacher_extractor = _Slot()
         self._student_extractor = _Slot()
         for slot, model, tensors in (
@@ -389,12 +450,13 @@ class Distiller(keras.Model):
     # Training.
 
     def _reset_compile_arguments(self):
-        self.alpha = 0.1
-        self.temperature = 3.0
+        self.alpha = DEFAULT_ALPHA
+        self.temperature = DEFAULT_TEMPERATURE
         self.student_loss_fn = None
         self.distillation_loss_fn = None
         self._distillation_on_logits = True
         self._compile_arguments = None
+        self._recipe = None
 
     def compile(
         self,
@@ -402,12 +464,24 @@ class Distiller(keras.Model):
         metrics=None,
         student_loss_fn=None,
         distillation_loss_fn=None,
-        alpha=0.1,
-        temperature=3,
+        alpha=None,
+        temperature=None,
         loss=None,
         **kwargs,
     ):
         """Configures the distillation (the keras.io `Distiller` arguments).
+
+        With none of `distillation_loss_fn`, `alpha` and `temperature`
+        given, the **default recipe** runs: `alpha=0.5`, the correlation
+        loss `CorrelationDistillation(temperature=1)` on the logits, and,
+        when the `Distiller` was created without `feature_distillations`, a
+        feature hint (MSE, weight 0.5, learned projection) between the
+        layers that feed the two models' classifiers (see
+        `FeatureDistillation` and `recipe`). It beat the student trained
+        alone on both workloads of docs/distillation.md, where the keras.io
+        loss did not. Giving any of the three selects the keras.io loss with
+        exactly the keras.io meaning (the others default to `alpha=0.1`,
+        `temperature=3`, T² · KL), and no automatic hint.
 
         Args:
             optimizer: Optimizer for the student (name or instance). When
@@ -416,19 +490,27 @@ class Distiller(keras.Model):
             metrics: Metrics of the student's predictions against `y`.
             student_loss_fn: Loss between labels and student logits, e.g.
                 `keras.losses.SparseCategoricalCrossentropy(from_logits=
-                True)`. Required when `alpha > 0`.
-            distillation_loss_fn: `None` (default) for
-                `SoftTargetKLDivergence(temperature)` on the logits. Any
-                other loss follows the keras.io example: it is given
+                True)`. Required when `alpha > 0` (and by the default
+                recipe).
+            distillation_loss_fn: `None` for the recipe's loss. A
+                `SoftTargetKLDivergence` or `CorrelationDistillation`
+                instance is applied to the logits with its own temperature.
+                Any other loss follows the keras.io example: it is given
                 `softmax(teacher / T)` and `softmax(student / T)` and its
                 value is multiplied by T² (so `keras.losses.KLDivergence()`
-                gives the same loss as the default).
+                gives the same loss as `SoftTargetKLDivergence`).
             alpha: Weight of the student loss in [0, 1]; the distillation
-                loss gets `1 - alpha`.
-            temperature: Softening temperature `T` > 0.
+                loss gets `1 - alpha`. Defaults to 0.1 when another keras.io
+                argument is given, 0.5 in the default recipe.
+            temperature: Softening temperature `T` > 0. Defaults to that of
+                a logits loss given as `distillation_loss_fn`, else to 3
+                (1 in the default recipe).
             loss: Same as `student_loss_fn` (the Keras name); give one.
             **kwargs: Other `keras.Model.compile` arguments
                 (`run_eagerly`, `jit_compile`, `steps_per_execution`, ...).
+
+        Returns:
+            None. `distiller.recipe` then describes the loss that will run.
         """
         if loss is not None:
             if student_loss_fn is not None:
@@ -438,6 +520,17 @@ class Distiller(keras.Model):
                     f"and loss={loss!r}."
                 )
             student_loss_fn = loss
+        default = (alpha, temperature, distillation_loss_fn) == (None,) * 3
+        given = {"alpha": alpha, "temperature": temperature}
+        if default:
+            alpha, temperature = DEFAULT_ALPHA, DEFAULT_TEMPERATURE
+        else:
+            if alpha is None:
+                alpha = KERAS_IO_ALPHA
+            if temperature is None:
+                temperature = getattr(
+                    distillation_loss_fn, "temperature", KERAS_IO_TEMPERATURE
+                )
         alpha = _check_fraction(alpha, "alpha")
         temperature = losses_lib.check_temperature(temperature)
         if student_loss_fn is None and alpha > 0:
@@ -453,17 +546,18 @@ class Distiller(keras.Model):
             else losses_lib.get_loss(student_loss_fn, "student_loss_fn")
         )
         on_logits = True
-        if distillation_loss_fn is None:
+        if default:
+            distillation_loss = losses_lib.CorrelationDistillation(temperature)
+        elif distillation_loss_fn is None:
             distillation_loss = losses_lib.SoftTargetKLDivergence(temperature)
-        elif isinstance(
-            distillation_loss_fn, losses_lib.SoftTargetKLDivergence
-        ):
+        elif isinstance(distillation_loss_fn, losses_lib.LOGITS_LOSSES):
             if distillation_loss_fn.temperature != temperature:
                 raise ValueError(
-                    "distillation_loss_fn is a SoftTargetKLDivergence with "
+                    "distillation_loss_fn is a "
+                    f"{type(distillation_loss_fn).__name__} with "
                     f"temperature={distillation_loss_fn.temperature}, but "
                     f"compile() got temperature={temperature}. Give the "
-                    "same value, or leave distillation_loss_fn=None."
+                    "same value, or leave out one of them."
                 )
             distillation_loss = distillation_loss_fn
         else:
@@ -471,6 +565,13 @@ class Distiller(keras.Model):
                 distillation_loss_fn, "distillation_loss_fn"
             )
             on_logits = False
+
+        hint, no_hint = None, None
+        if default and not self._terms_given:
+            hint, no_hint = self._build_automatic_hint()
+        terms = self._user_terms + ([hint] if hint is not None else [])
+        if terms != self._terms:
+            self._set_terms(terms)
 
         if (
             kwargs.get("auto_scale_loss", True)
@@ -496,32 +597,98 @@ class Distiller(keras.Model):
         self._compile_arguments = {
             "student_loss_fn": student_loss_fn,
             "distillation_loss_fn": distillation_loss_fn,
+            **given,
+        }
+        self._recipe = {
+            "name": "default" if default else "keras.io",
             "alpha": alpha,
             "temperature": temperature,
+            "distillation_loss": type(distillation_loss).__name__
+            if on_logits
+            else f"{type(distillation_loss).__name__} on softened "
+            "probabilities",
+            "feature_distillations": [_describe(term) for term in terms],
+            "automatic_hint": None if hint is None else hint.name,
         }
+        if no_hint is not None:
+            self._recipe["no_automatic_hint"] = no_hint
+
+    @property
+    def recipe(self):
+        """What `compile()` set up, as a dict (None before `compile`).
+
+        Keys: `name` (`"default"` or `"keras.io"`), `alpha`,
+        `temperature`, `distillation_loss` (the class, and whether it
+        compares logits or softened probabilities),
+        `feature_distillations` (`"teacher->student (loss, weight w)"`),
+        `automatic_hint` (the hint the default recipe added, or None) and,
+        when the default recipe found no layers for a hint,
+        `no_automatic_hint` (why).
+        """
+        return None if self._recipe is None else dict(self._recipe)
+
+    def _build_automatic_hint(self):
+        """The default recipe's hint: `(term, None)` or `(None, reason)`."""
+        if self._automatic_hint.value is not None:
+            return self._automatic_hint.value[0], None
+        names = []
+        for model in (self.teacher, self.student):
+            name, reason = features_lib.classifier_features(model)
+            if name is None:
+                return None, f"no hint: {reason}"
+            names.append(name)
+        term = features_lib.FeatureDistillation(
+            names[0], names[1], weight=DEFAULT_HINT_WEIGHT
+        )
+        try:
+            (projection,) = self._build_feature_extraction(
+                [term], extract=False
+            )
+        except ValueError as error:
+            return None, f"no hint: {error}"
+        self._automatic_hint.value = (term, projection)
+        return term, None
+
+    def _set_terms(self, terms):
+        """Uses `terms` from now on (the automatic hint comes and goes)."""
+        automatic = self._automatic_hint.value
+        projections = self._build_feature_extraction(terms)
+        for position, term in enumerate(terms):
+            if automatic is not None and term is automatic[0]:
+                # The same projection on every compile: it keeps what it
+                # learned (and what a saved Distiller loads into it).
+                projections[position] = automatic[1]
+        self._terms = terms
+        self.projections = projections
 
     def call(self, inputs, training=None):
+        if training and self.augmentation is not None:
+            inputs = self.augmentation(inputs, training=True)
         extractor = self._student_extractor.value
         if extractor is None:
-            return self.student(inputs, training=training)
-        # The extractor shares the student's layers: one forward pass gives
-        # the logits and the features that `compute_loss` needs.
-        outputs = extractor(inputs, training=training)
-        logits = outputs["output"]
-        self._pending.value = (logits, outputs["features"])
+            logits, features = self.student(inputs, training=training), []
+        else:
+            # The extractor shares the student's layers: one forward pass
+            # gives the logits and the features that `compute_loss` needs.
+            outputs = extractor(inputs, training=training)
+            logits, features = outputs["output"], outputs["features"]
+        # What `compute_loss` needs from this pass: the student's features,
+        # and the (augmented) inputs, which the teacher must see too.
+        self._pending.value = (logits, features, inputs)
         return logits
 
-    def _student_features(self, x, y_pred, training):
+    def _student_pass(self, x, y_pred, training):
+        """`(student features, inputs the student saw)` for `y_pred`."""
+        pending, self._pending.value = self._pending.value, None
+        # Use the pass that produced `y_pred`; any other case (compute_loss
+        # called directly, a stale pass from predict) runs the student
+        # again, on `x` as given.
+        if pending is not None and pending[0] is y_pred:
+            return pending[1], pending[2]
         extractor = self._student_extractor.value
         if extractor is None:
-            return []
-        pending, self._pending.value = self._pending.value, None
-        # Use the features of the forward pass that produced `y_pred`; any
-        # other case (compute_loss called directly, a stale pass from
-        # predict) runs the student again.
-        if pending is not None and pending[0] is y_pred:
-            return pending[1]
-        return extractor(x, training=training)["features"]
+            return [], x
+        return extractor(x, training=training)["features"], x
 
     def _teacher_outputs(self, x, cached=None):
         if cached is not None:
@@ -566,7 +733,7 @@ class Distiller(keras.Model):
         y, sample_weight, cached = _split_teacher_cache(y, sample_weight)
         if y_pred is None:
             y_pred = self(x, training=training)
-        student_features = self._student_features(x, y_pred, training)
+        student_features, x = self._student_pass(x, y_pred, training)
         teacher_logits, teacher_features = self._teacher_outputs(x, cached)
 
         zero = ops.zeros((), dtype="float32")
@@ -628,8 +795,8 @@ class Distiller(keras.Model):
         self.distillation_loss_tracker.update_state(
             keras_private.unscale_loss_for_distribution(distillation_loss)
         )
-        if self.feature_loss_tracker is not None:
-            self.feature_loss_tracker.update_state(
+        if self._terms:
+            self._feature_loss_tracker.update_state(
                 keras_private.unscale_loss_for_distribution(feature_loss)
             )
         return total
@@ -752,11 +919,17 @@ class Distiller(keras.Model):
             "name": self.name,
             "student": keras.saving.serialize_keras_object(self.student),
             "teacher": keras.saving.serialize_keras_object(self.teacher),
+            # None (not given) lets the default recipe add its hint again.
             "feature_distillations": [
                 keras.saving.serialize_keras_object(term)
-                for term in self._terms
-            ],
+                for term in self._user_terms
+            ]
+            if self._terms_given
+            else None,
             "cache_teacher_outputs": self.cache_teacher_outputs,
+            "augmentation": None
+            if self.augmentation is None
+            else keras.saving.serialize_keras_object(self.augmentation),
         }
 
     @classmethod
@@ -768,13 +941,26 @@ class Distiller(keras.Model):
         teacher = keras.saving.deserialize_keras_object(
             config.pop("teacher"), custom_objects=custom_objects
         )
-        terms = [
-            keras.saving.deserialize_keras_object(
-                term, custom_objects=custom_objects
+        terms = config.pop("feature_distillations", [])
+        if terms is not None:
+            terms = [
+                keras.saving.deserialize_keras_object(
+                    term, custom_objects=custom_objects
+                )
+                for term in terms
+            ]
+        augmentation = config.pop("augmentation", None)
+        if augmentation is not None:
+            augmentation = keras.saving.deserialize_keras_object(
+                augmentation, custom_objects=custom_objects
             )
-            for term in config.pop("feature_distillations", [])
-        ]
-        return cls(student, teacher, feature_distillations=terms, **config)
+        return cls(
+            student,
+            teacher,
+            feature_distillations=terms,
+            augmentation=augmentation,
+            **config,
+        )
 
     def get_compile_config(self):
         config = super().get_compile_config()

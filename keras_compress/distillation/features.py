@@ -126,3 +126,82 @@ class FeatureDistillation:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+# Layers that are the identity at inference and only add noise in training:
+# a hint on their output would match the teacher's clean features against
+# the student's noisy ones, so the hint looks through them.
+_TRAINING_NOISE = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
+
+
+def classifier_features(model):
+    """The layer whose output the model's last (logits) layer reads.
+
+    That is where a student and its teacher are most comparable: both have
+    reduced the input to one feature vector per sample for the same
+    classifier. Dropout-like layers between the two are looked through.
+
+    Args:
+        model: A built `keras.Model`.
+
+    Returns:
+        `(layer_name, None)`, or `(None, reason)` when there is no such
+        layer to read: a subclassed model, several outputs, a last layer
+        without weights or with several inputs, or a features layer that is
+        called more than once.
+    """
+    from keras_compress import rewrite
+    from keras_compress.core import keras_private
+
+    if not rewrite.is_graph_model(model):
+        return None, (
+            f"'{model.name}' is a subclassed {type(model).__name__}, whose "
+            "intermediate outputs cannot be read"
+        )
+    try:
+        calls = rewrite.graph_calls(model)
+    except ValueError as error:
+        return None, str(error)
+    if len(calls.graph.outputs) != 1:
+        return None, f"'{model.name}' has {len(calls.graph.outputs)} outputs"
+    classifier = keras_private.producer(calls.graph.outputs[0])
+    if classifier is None or not classifier.weights:
+        return None, (
+            f"the last layer of '{model.name}' "
+            f"('{getattr(classifier, 'name', None)}') has no weights: it is "
+            "not a classifier reading features"
+        )
+    layer = classifier
+    while True:
+        node = _sole_call(calls, layer)
+        if node is None or len(node.input_tensors) != 1:
+            return None, (
+                f"layer '{layer.name}' of '{model.name}' is called more than "
+                "once or has several inputs"
+            )
+        layer = keras_private.producer(node.input_tensors[0])
+        if layer is None or isinstance(layer, keras.layers.InputLayer):
+            return None, (
+                f"the classifier of '{model.name}' reads the model's input"
+            )
+        if not isinstance(layer, _TRAINING_NOISE):
+            break
+    if calls.uses.get(id(layer), 0) != 1 or isinstance(layer, keras.Model):
+        return None, (
+            f"the features layer '{layer.name}' of '{model.name}' is called "
+            "more than once or is a nested model"
+        )
+    return layer.name, None
+
+
+def _sole_call(calls, layer):
+    found = [node for node in calls.nodes if node.operation is layer]
+    return found[0] if len(found) == 1 else None

@@ -1,4 +1,4 @@
-"""Distillation losses: the softened-probability KL divergence of Hinton et al.
+"""Distillation losses: Hinton et al.'s soft-target KL, and DIST's correlations.
 
 Why not `keras.distillation.LogitsDistillation`: with its default
 `loss="kl_divergence"` the string resolves to the plain function
@@ -121,6 +121,105 @@ class SoftTargetKLDivergence(keras.losses.Loss):
         return config
 
 
+def _pearson(a, b, axis):
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    norms = ops.sqrt(ops.sum(a * a, axis=axis) * ops.sum(b * b, axis=axis))
+    return ops.sum(a * b, axis=axis) / (norms + 1e-8)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CorrelationDistillation(keras.losses.Loss):
+    """DIST: match how the teacher ranks the classes, not its probabilities.
+
+    Huang et al., "Knowledge Distillation from A Stronger Teacher" (NeurIPS
+    2022). With `p = softmax(logits / T)` of each model,
+
+        loss = T² · (inter_weight · (1 - pearson(p_student, p_teacher))
+                     + intra_weight · intra)
+
+    where the first Pearson correlation is over each sample's classes
+    (inter-class relation) and `intra` is the mean over classes of
+    `1 - pearson` over the samples of the batch (intra-class relation).
+    A correlation is unchanged by a shift and a scale of the student's
+    probabilities, so a small student is not pushed to copy the teacher's
+    exact confidence, only its ranking: on the reference workload's short
+    schedules that is what helped, where T² · KL slowed the fit to the
+    labels (docs/distillation.md).
+
+    The intra-class term is one value per batch, given to every sample of
+    it; sample weights scale the inter-class term of their sample and that
+    shared value.
+
+    Args:
+        temperature: Softening temperature `T` > 0. Defaults to 1.
+        inter_weight: Weight of the per-sample (inter-class) term.
+        intra_weight: Weight of the per-batch (intra-class) term.
+        reduction: Keras loss reduction. Defaults to
+            `"sum_over_batch_size"`.
+        name: Name of the loss.
+        dtype: Dtype of the computation; float32 by default, also for
+            mixed-precision students.
+
+    Example:
+
+    ```python
+    loss = kc.distillation.CorrelationDistillation()
+    loss(teacher_logits, student_logits)
+    ```
+    """
+
+    def __init__(
+        self,
+        temperature=1.0,
+        inter_weight=1.0,
+        intra_weight=1.0,
+        reduction="sum_over_batch_size",
+        name="correlation_distillation",
+        dtype=None,
+    ):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.temperature = check_temperature(temperature)
+        for argument, value in (
+            ("inter_weight", inter_weight),
+            ("intra_weight", intra_weight),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ValueError(
+                    f"`{argument}` must be a finite number >= 0; received "
+                    f"{argument}={value!r}."
+                )
+        self.inter_weight = float(inter_weight)
+        self.intra_weight = float(intra_weight)
+
+    def call(self, y_true, y_pred):
+        temperature = self.temperature
+        teacher = ops.softmax(y_true / temperature, axis=-1)
+        student = ops.softmax(y_pred / temperature, axis=-1)
+        inter = 1.0 - _pearson(student, teacher, axis=-1)
+        # Over the samples of the batch, per class (all leading axes).
+        classes = ops.shape(teacher)[-1]
+        flat_teacher = ops.reshape(teacher, (-1, classes))
+        flat_student = ops.reshape(student, (-1, classes))
+        intra = ops.mean(1.0 - _pearson(flat_student, flat_teacher, axis=0))
+        loss = self.inter_weight * inter + self.intra_weight * intra
+        return loss * (temperature**2)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature,
+            inter_weight=self.inter_weight,
+            intra_weight=self.intra_weight,
+        )
+        return config
+
+
 def get_loss(identifier, argument):
     """Returns a `keras.losses.Loss` for a name, function or Loss instance.
 
@@ -156,3 +255,7 @@ def get_loss(identifier, argument):
         f"`{argument}` must be a loss name, a keras.losses.Loss or a callable "
         f"fn(y_true, y_pred); received {identifier!r}."
     )
+
+
+# The losses that take logits and apply their own temperature.
+LOGITS_LOSSES = (SoftTargetKLDivergence, CorrelationDistillation)

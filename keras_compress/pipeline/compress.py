@@ -426,6 +426,7 @@ def compress(
                 if s is not None
             )
         ),
+        distillation=context.distillation_recipe,
     )
     path = None
     if output is not None:

@@ -129,6 +129,9 @@ class CompressionReport:
             measured candidates, notes, seconds), or `None`.
         search_scans: The search's channel and precision
             `SensitivityReport`s.
+        distillation: `Distiller.recipe` of the fine-tuning (which loss,
+            weights and feature hint ran), or `None` when no step was
+            fine-tuned with distillation in this call.
     """
 
     target: str
@@ -145,6 +148,7 @@ class CompressionReport:
     budget_checks: dict = None
     search: dict = None
     search_scans: tuple = ()
+    distillation: dict = None
 
     @property
     def final(self):
@@ -175,6 +179,7 @@ class CompressionReport:
             "budget_checks": self.budget_checks,
             "search": self.search,
             "search_scans": [scan.as_dict() for scan in self.search_scans],
+            "distillation": self.distillation,
         }
 
     def _cells(self):
@@ -266,6 +271,11 @@ class CompressionReport:
         ]
         lines += self._budget_lines()
         lines += self._search_lines()
+        if self.distillation:
+            lines += [
+                "",
+                f"Distillation: {describe_distillation(self.distillation)}.",
+            ]
         if self.sensitivity is not None:
             lines += ["", "```", str(self.sensitivity), "```"]
         return "\n".join(lines) + "\n"
@@ -426,3 +436,16 @@ def _plan_words(plan):
     from keras_compress.pipeline import search
 
     return search.Plan.from_dict(plan).describe()
+
+
+def describe_distillation(recipe):
+    """One line for a `Distiller.recipe`: the loss, its weights and hints."""
+    words = (
+        f"{recipe['name']} recipe, {recipe['distillation_loss']} "
+        f"(alpha {recipe['alpha']:g}, temperature {recipe['temperature']:g})"
+    )
+    if recipe["feature_distillations"]:
+        words += ", hints " + "; ".join(recipe["feature_distillations"])
+    if recipe.get("no_automatic_hint"):
+        words += f" ({recipe['no_automatic_hint']})"
+    return words

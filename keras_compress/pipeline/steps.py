@@ -33,8 +33,11 @@ class TrainingContext:
         strategy: A `tf.distribute.Strategy`, or `None`.
         verbose: `fit` verbosity.
         callbacks: Extra callbacks for every `fit`.
-        alpha: Weight of the label loss when distilling.
+        alpha: Weight of the label loss when distilling; with
+            `temperature`, `None` runs the `Distiller`'s default recipe.
         temperature: Softmax temperature when distilling.
+        distillation_recipe: `Distiller.recipe` of the last distilled
+            `fit` (set by `fit`), for the report.
     """
 
     train_data: object
@@ -45,8 +48,9 @@ class TrainingContext:
     strategy: object = None
     verbose: object = "auto"
     callbacks: tuple = ()
-    alpha: float = 0.1
-    temperature: float = 3.0
+    alpha: float = None
+    temperature: float = None
+    distillation_recipe: dict = None
 
     def scope(self):
         if self.strategy is None:
@@ -71,13 +75,21 @@ class TrainingContext:
                 trainer = distillation.Distiller(
                     student=model, teacher=self.teacher
                 )
+                keras_io = {
+                    key: value
+                    for key, value in (
+                        ("alpha", self.alpha),
+                        ("temperature", self.temperature),
+                    )
+                    if value is not None
+                }
                 trainer.compile(
                     optimizer=optimizer,
                     metrics=[accuracy],
                     student_loss_fn=self.loss,
-                    alpha=self.alpha,
-                    temperature=self.temperature,
+                    **keras_io,
                 )
+                self.distillation_recipe = trainer.recipe
             else:
                 trainer = model
                 trainer.compile(

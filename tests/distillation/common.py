@@ -44,8 +44,15 @@ def sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def compile_distiller(distiller, **kwargs):
+def compile_distiller(distiller, keras_io=True, **kwargs):
+    """Compiles with the keras.io arguments (alpha 0.1, T 3) unless
+    `keras_io=False` (then only what `kwargs` gives: the default recipe
+    when they name no alpha, temperature or loss)."""
     kwargs.setdefault("student_loss_fn", sparse_ce())
+    if keras_io and not {"alpha", "temperature", "distillation_loss_fn"} & set(
+        kwargs
+    ):
+        kwargs.update(alpha=0.1, temperature=3)
     distiller.compile(
         optimizer=keras.optimizers.Adam(1e-2),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="acc")],

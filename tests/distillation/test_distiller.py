@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_compress import distillation
+from keras_compress.distillation import distiller as distiller_lib
 from tests import helpers
 from tests.distillation import common
 
@@ -193,7 +194,7 @@ def test_bad_alpha_and_temperature():
     distiller = distillation.Distiller(
         common.student_model(), common.teacher_model()
     )
-    for alpha in (-0.1, 1.5, float("nan"), "0.5", None):
+    for alpha in (-0.1, 1.5, float("nan"), "0.5", True):
         with pytest.raises(ValueError, match=f"alpha={alpha!r}"):
             common.compile_distiller(distiller, alpha=alpha)
     for temperature in (0, -2.0, float("inf")):
@@ -360,3 +361,218 @@ def test_cache_teacher_outputs_bad_input():
         distiller.fit(dataset, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="class_weight"):
         distiller.fit(x, y, class_weight={0: 1.0, 1: 2.0, 2: 1.0}, verbose=0)
+
+
+# The default recipe.
+
+
+def _default(distiller, **kwargs):
+    return common.compile_distiller(distiller, keras_io=False, **kwargs)
+
+
+def _hidden(model, name, x):
+    layer = model.get_layer(name)
+    return keras.Model(model.inputs, layer.output).predict(x, verbose=0)
+
+
+def test_default_recipe_is_correlation_plus_a_classifier_hint():
+    teacher, student = common.teacher_model(), common.student_model()
+    x, y = common.data(n=32)
+    distiller = _default(distillation.Distiller(student, teacher))
+    recipe = distiller.recipe
+    assert recipe["name"] == "default"
+    assert (recipe["alpha"], recipe["temperature"]) == (0.5, 1.0)
+    assert recipe["distillation_loss"] == "CorrelationDistillation"
+    assert recipe["automatic_hint"] == "t_hidden->s_hidden"
+    assert recipe["feature_distillations"] == [
+        "t_hidden->s_hidden (mse, weight 0.5)"
+    ]
+    (projection,) = distiller.projections
+    assert projection.units == 16  # the teacher's width; the student has 8
+
+    results = distiller.evaluate(
+        x, y, batch_size=32, verbose=0, return_dict=True
+    )
+    teacher_logits = teacher.predict(x, verbose=0)
+    student_logits = student.predict(x, verbose=0)
+    expected_kd = float(
+        distillation.CorrelationDistillation(1.0)(
+            teacher_logits, student_logits
+        )
+    )
+    projected = keras.ops.convert_to_numpy(
+        projection(_hidden(student, "s_hidden", x))
+    )
+    expected_hint = 0.5 * np.mean(
+        (_hidden(teacher, "t_hidden", x) - projected) ** 2
+    )
+    assert results["distillation_loss"] == pytest.approx(expected_kd, rel=1e-4)
+    assert results["feature_loss"] == pytest.approx(expected_hint, rel=1e-4)
+    assert results["loss"] == pytest.approx(
+        0.5 * results["student_loss"]
+        + 0.5 * results["distillation_loss"]
+        + results["feature_loss"],
+        rel=1e-4,
+    )
+    history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
+    assert (
+        history.history["feature_loss"][1] < history.history["feature_loss"][0]
+    )
+
+
+def test_keras_io_arguments_keep_the_keras_io_loss():
+    teacher, student = common.teacher_model(), common.student_model()
+    for arguments, expected in (
+        ({"alpha": 0.3}, (0.3, 3.0)),
+        ({"temperature": 5}, (0.1, 5.0)),
+        (
+            {"distillation_loss_fn": distillation.SoftTargetKLDivergence(2)},
+            (0.1, 2.0),
+        ),
+    ):
+        distiller = _default(
+            distillation.Distiller(student, teacher), **arguments
+        )
+        recipe = distiller.recipe
+        assert recipe["name"] == "keras.io", arguments
+        assert (recipe["alpha"], recipe["temperature"]) == expected
+        assert recipe["distillation_loss"] == "SoftTargetKLDivergence"
+        assert recipe["automatic_hint"] is None
+        assert distiller.projections == []
+        x, y = common.data(n=16)
+        results = distiller.evaluate(x, y, verbose=0, return_dict=True)
+        assert "feature_loss" not in results
+
+
+def test_default_recipe_keeps_the_users_feature_terms():
+    teacher, student = common.teacher_model(), common.student_model()
+    none = _default(
+        distillation.Distiller(student, teacher, feature_distillations=[])
+    )
+    assert none.recipe["automatic_hint"] is None
+    assert none.recipe["feature_distillations"] == []
+    own = _default(
+        distillation.Distiller(
+            student,
+            teacher,
+            feature_distillations=distillation.FeatureDistillation(
+                "t_conv", "s_conv", weight=2.0
+            ),
+        )
+    )
+    assert own.recipe["feature_distillations"] == [
+        "t_conv->s_conv (mse, weight 2)"
+    ]
+
+
+def test_default_recipe_without_readable_features():
+    teacher = helpers.functional_mlp()
+    student = helpers.subclassed_mlp()
+    x, y = helpers.make_data((16,), 3)
+    distiller = _default(distillation.Distiller(student, teacher))
+    assert distiller.recipe["automatic_hint"] is None
+    assert "subclassed" in distiller.recipe["no_automatic_hint"]
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    assert "feature_loss" not in history.history
+
+
+def test_recompiling_keeps_the_hint_projection():
+    distiller = _default(
+        distillation.Distiller(common.student_model(), common.teacher_model())
+    )
+    (projection,) = distiller.projections
+    x, y = common.data(n=16)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    trained = np.array(projection.kernel)
+    common.compile_distiller(distiller)  # keras.io: the hint goes
+    assert distiller.projections == []
+    _default(distiller)  # and comes back, with what it learned
+    assert distiller.projections[0] is projection
+    np.testing.assert_array_equal(distiller.projections[0].kernel, trained)
+
+
+def test_default_recipe_saves_and_loads(tmp_path):
+    x, y = common.data(n=32)
+    distiller = _default(
+        distillation.Distiller(common.student_model(), common.teacher_model())
+    )
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "distiller.keras"
+    distiller.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.recipe == distiller.recipe
+    np.testing.assert_allclose(
+        loaded.projections[0].kernel, distiller.projections[0].kernel
+    )
+    before = distiller.evaluate(x, y, verbose=0, return_dict=True)
+    after = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert after["loss"] == pytest.approx(before["loss"], rel=1e-5)
+    loaded.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+
+# Augmentation: the teacher sees what the student sees.
+
+
+class _Shift(keras.layers.Layer):
+    """A random shift of the inputs, as a training-only augmentation."""
+
+    def call(self, inputs, training=False):
+        if not training:
+            return inputs
+        noise = keras.random.uniform((), seed=self._seed, maxval=1.0)
+        return inputs + noise
+
+    def build(self, input_shape):
+        self._seed = keras.random.SeedGenerator(1)
+
+
+def test_augmented_batches_reach_teacher_and_student(monkeypatch):
+    teacher, student = common.teacher_model(), common.student_model()
+    augmentation = _Shift()
+    distiller = common.compile_distiller(
+        distillation.Distiller(student, teacher, augmentation=augmentation),
+        run_eagerly=True,
+    )
+    seen = {"teacher": [], "student": []}
+    teacher_outputs = distiller_lib.Distiller._teacher_outputs
+    call = student.call
+
+    def record_teacher(self, x, cached=None):
+        seen["teacher"].append(np.array(x))
+        return teacher_outputs(self, x, cached)
+
+    def record_student(inputs, *args, **kwargs):
+        seen["student"].append(np.array(inputs))
+        return call(inputs, *args, **kwargs)
+
+    monkeypatch.setattr(
+        distiller_lib.Distiller, "_teacher_outputs", record_teacher
+    )
+    monkeypatch.setattr(student, "call", record_student)
+    x, y = common.data(n=32)
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0, shuffle=False)
+    assert len(seen["teacher"]) == 2
+    for teacher_x, student_x, batch in zip(
+        seen["teacher"], seen["student"], (x[:16], x[16:])
+    ):
+        np.testing.assert_array_equal(teacher_x, student_x)
+        shift = teacher_x - batch
+        assert 0 < shift.min() and np.allclose(shift, shift.flat[0])
+    # Evaluation and prediction see the data as given.
+    seen["teacher"].clear()
+    distiller.evaluate(x[:16], y[:16], verbose=0)
+    np.testing.assert_allclose(seen["teacher"][0], x[:16])
+
+
+def test_bad_augmentation():
+    teacher, student = common.teacher_model(), common.student_model()
+    with pytest.raises(ValueError, match="`augmentation` must be a keras"):
+        distillation.Distiller(student, teacher, augmentation=lambda x: x)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        distillation.Distiller(
+            student,
+            teacher,
+            augmentation=_Shift(),
+            cache_teacher_outputs=True,
+        )

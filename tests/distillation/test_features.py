@@ -77,14 +77,14 @@ def test_feature_distillation_trains_projection_not_teacher(monkeypatch):
     # In compiled (graph) training too, the features come from the same
     # forward pass as the prediction: the student is not run twice.
     reused = []
-    original = distiller_lib.Distiller._student_features
+    original = distiller_lib.Distiller._student_pass
 
     def spy(self, x, y_pred, training):
         pending = self._pending.value
         reused.append(pending is not None and pending[0] is y_pred)
         return original(self, x, y_pred, training)
 
-    monkeypatch.setattr(distiller_lib.Distiller, "_student_features", spy)
+    monkeypatch.setattr(distiller_lib.Distiller, "_student_pass", spy)
     common.compile_distiller(distiller)
     history = distiller.fit(x, y, batch_size=16, epochs=2, verbose=0)
     assert reused and all(reused)

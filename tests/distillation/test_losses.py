@@ -99,3 +99,59 @@ def test_get_loss():
         losses.get_loss("not_a_loss", "loss")
     with pytest.raises(ValueError, match="loss"):
         losses.get_loss(3, "loss")
+
+
+# CorrelationDistillation (DIST).
+
+
+def _pearson(a, b, axis):
+    a = a - a.mean(axis=axis, keepdims=True)
+    b = b - b.mean(axis=axis, keepdims=True)
+    return (a * b).sum(axis) / np.sqrt((a * a).sum(axis) * (b * b).sum(axis))
+
+
+def _softmax(z, temperature):
+    z = z.astype("float64") / temperature
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_correlation_loss_matches_the_dist_formula(temperature):
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(8, 5)).astype("float32") * 3
+    student = rng.normal(size=(8, 5)).astype("float32")
+    p, q = _softmax(teacher, temperature), _softmax(student, temperature)
+    inter = 1 - _pearson(q, p, axis=-1)
+    intra = np.mean(1 - _pearson(q, p, axis=0))
+    expected = temperature**2 * np.mean(0.5 * inter + 2.0 * intra)
+    loss = distillation.CorrelationDistillation(
+        temperature, inter_weight=0.5, intra_weight=2.0
+    )
+    assert float(loss(teacher, student)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_correlation_loss_ignores_the_students_confidence():
+    # Same ranking and the same relations between samples: no loss, while
+    # the KL divergence still asks the student to copy the probabilities.
+    teacher = np.array([[3.0, 1.0, 0.0], [0.0, 2.0, 1.0]], "float32")
+    loss = distillation.CorrelationDistillation()
+    assert float(loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    kl = distillation.SoftTargetKLDivergence(1.0)
+    less_sure = teacher * 0.5
+    assert float(loss(teacher, less_sure)) < 0.1 * float(kl(teacher, less_sure))
+
+
+def test_correlation_loss_bad_arguments_and_config():
+    for argument in ("inter_weight", "intra_weight"):
+        with pytest.raises(ValueError, match=f"{argument}=-1"):
+            distillation.CorrelationDistillation(**{argument: -1})
+    with pytest.raises(ValueError, match="temperature=0"):
+        distillation.CorrelationDistillation(temperature=0)
+    loss = distillation.CorrelationDistillation(2.0, intra_weight=0.0)
+    copy = distillation.CorrelationDistillation.from_config(loss.get_config())
+    assert (copy.temperature, copy.inter_weight, copy.intra_weight) == (
+        2.0,
+        1.0,
+        0.0,
+    )
