@@ -1,9 +1,11 @@
 """Distill a trained CNN into a 4x smaller student and ship it as LiteRT.
 
 The story: a Keras 3 image classifier (the teacher) is trained. A much
-smaller student learns from the labels and from the teacher's softened
-predictions with `kc.distillation.Distiller`, optionally pruned at the same
-time (`--prune`). The trained `distiller.student` is stripped, converted to
+smaller student learns from the labels and from the teacher with
+`kc.distillation.Distiller`'s default recipe (the teacher's class ranking
+and the features its classifier reads; `--alpha`/`--temperature` select the
+keras.io soft-target loss instead), optionally pruned at the same time
+(`--prune`). The trained `distiller.student` is stripped, converted to
 LiteRT and checked against Keras on the test set, next to the same student
 trained on the labels alone.
 
@@ -28,8 +30,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-train", type=int, default=6000)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--temperature", type=float, default=3.0)
-    parser.add_argument("--alpha", type=float, default=0.1)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="with --alpha: the keras.io loss (default: the default recipe)",
+    )
+    parser.add_argument("--alpha", type=float)
     parser.add_argument(
         "--prune",
         action="store_true",
@@ -69,13 +75,22 @@ def main():
     distiller = distillation.Distiller(
         student=student, teacher=teacher, cache_teacher_outputs=True
     )
+    # No alpha or temperature: the default recipe (`distiller.recipe`).
+    keras_io = {
+        key: value
+        for key, value in (
+            ("alpha", args.alpha),
+            ("temperature", args.temperature),
+        )
+        if value is not None
+    }
     distiller.compile(
         optimizer="adam",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         student_loss_fn=loss,
-        alpha=args.alpha,
-        temperature=args.temperature,
+        **keras_io,
     )
+    print(f"distillation recipe: {distiller.recipe}")
     distiller.fit(x_train, y_train, callbacks=callbacks, **fit)
 
     # `distiller.student` is the trained model; strip it if it was pruned.

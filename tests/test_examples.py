@@ -118,6 +118,10 @@ def test_qat_int8(tmp_path):
 
 def test_distill_student():
     text = run_example("distill_student", *TINY)
+    # The default recipe, with its automatic hint on the layers that feed
+    # the two classifiers.
+    assert "'name': 'default'" in text
+    assert re.search(r"'automatic_hint': '\w+->\w+'", text)
     for label in ("teacher", "student alone"):
         assert re.search(rf"{label} test accuracy: [\d.]+", text), label
     ratio = re.search(r"\((\d+)x fewer\)", text)

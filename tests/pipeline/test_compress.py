@@ -67,6 +67,16 @@ def test_recipe_run_meets_budget_on_the_int8_file(task, tmp_path):
     assert data["stages"][-1]["gzip_bytes"] == final.gzip_bytes
     assert f"{final.gzip_bytes:,}" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "stages.png").read_bytes()[:4] == b"\x89PNG"
+    # The fine-tuning distilled with the Distiller's default recipe, and
+    # the report says so: the loss, and the hint between the layers that
+    # feed the classifier (fc2 in the teacher, its wrapped copy in the
+    # student).
+    distilled = data["distillation"]
+    assert distilled["name"] == "default"
+    assert distilled["distillation_loss"] == "CorrelationDistillation"
+    teacher_side, student_side = distilled["automatic_hint"].split("->")
+    assert teacher_side == "fc2" and "fc2" in student_side
+    assert "Distillation: default recipe, CorrelationDistillation" in markdown
     saved = pipeline.load_recipe(str(tmp_path / "recipe.json"))
     assert saved == recipe
     assert sorted(os.listdir(tmp_path / "stages")) == [
@@ -170,6 +180,7 @@ def test_unmeetable_budget_warns_and_delivers_the_best_file(task, tmp_path):
             verbose=0,
         )
     assert not result.budget_met
+    assert result.report.distillation is None  # distill=False
     assert result.report.final.accuracy_drop > 0.0
     assert os.path.exists(result.path)
     assert "NOT met" in (tmp_path / "report.md").read_text()
