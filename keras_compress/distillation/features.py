@@ -157,6 +157,16 @@ def classifier_features(model):
         layer to read: a subclassed model, several outputs, a last layer
         without weights or with several inputs, or a features layer that is
         called more than once.
+
+    Example:
+
+    ```python
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Flatten(),
+        keras.layers.Dense(32, name="hidden"), keras.layers.Dropout(0.2),
+        keras.layers.Dense(10)])
+    kc.distillation.classifier_features(model)  # ("hidden", None)
+    ```
     """
     from keras_compress import rewrite
     from keras_compress.core import keras_private

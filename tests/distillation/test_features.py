@@ -180,3 +180,41 @@ def test_config_round_trip():
     assert (restored.teacher_layer, restored.student_layer) == ("a", "b")
     assert restored.weight == 0.3
     assert isinstance(restored.loss_fn, keras.losses.CosineSimilarity)
+
+
+# classifier_features: the layer the default recipe's hint reads.
+
+
+def test_classifier_features_of_each_model_kind():
+    find = distillation.classifier_features
+    assert find(common.teacher_model()) == ("t_hidden", None)
+    assert find(common.student_model()) == ("s_hidden", None)
+    # Dropout between the features and the classifier is looked through.
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(8, name="hidden")(inputs)
+    dropped = keras.layers.Dropout(0.5)(hidden)
+    dropped = keras.layers.GaussianNoise(0.1)(dropped)
+    model = keras.Model(inputs, keras.layers.Dense(3)(dropped))
+    assert find(model) == ("hidden", None)
+
+
+def test_classifier_features_that_cannot_be_read():
+    find = distillation.classifier_features
+    subclassed = helpers.subclassed_mlp()
+    name, reason = find(subclassed)
+    assert name is None and "subclassed" in reason
+    # The classifier reads the input: no features to match.
+    linear = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    assert find(linear)[0] is None
+    # A last layer without weights (a softmax) is not a classifier.
+    inputs = keras.Input((4,))
+    logits = keras.layers.Dense(3)(keras.layers.Dense(8)(inputs))
+    probs = keras.Model(inputs, keras.layers.Softmax(name="probs")(logits))
+    name, reason = find(probs)
+    assert name is None and "'probs'" in reason
+    # Features from a layer called twice (shared) are ambiguous.
+    shared = keras.layers.Dense(4, name="shared")
+    x = shared(shared(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    name, reason = find(model)
+    assert name is None and "shared" in reason
