@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from keras_compress import distillation
-from keras_compress.distillation import distiller as distiller_lib
 from tests import helpers
 from tests.distillation import common
 
