@@ -113,6 +113,7 @@ def run_seed(cfg, seed, data, keep_dir=None):
             epochs=cfg["finetune_epochs"],
             batch_size=cfg["batch_size"],
             latency_runs=0,  # measured below, the same way for every file
+            distill=cfg["distill"],
             verbose=0,
         )
         wall = time.perf_counter() - start
@@ -254,6 +255,13 @@ def make_config(args):
     cfg["num_val"] = 1000 if args.quick else NUM_VAL
     cfg["target"] = TARGET
     cfg["max_accuracy_drop"] = MAX_ACCURACY_DROP
+    # The Distiller's default recipe, or the keras.io loss compress() used
+    # before (for a side-by-side of the two).
+    cfg["distill"] = (
+        {"alpha": 0.1, "temperature": 3.0}
+        if args.distill == "keras.io"
+        else True
+    )
     return cfg
 
 
@@ -265,6 +273,13 @@ def main(argv=None):
         nargs="+",
         default=[0],
         help="training seeds (default: 0); one table per seed and the mean",
+    )
+    parser.add_argument(
+        "--distill",
+        choices=["default", "keras.io"],
+        default="default",
+        help="distillation of every fine-tune: the Distiller's default "
+        "recipe, or the keras.io loss (alpha 0.1, T 3)",
     )
     _common.add_arguments(
         parser,

@@ -139,6 +139,23 @@ def _check_fraction(value, argument):
     return float(value)
 
 
+def check_keras_io_arguments(alpha, temperature, prefix=""):
+    """Raises a ValueError unless `alpha` is in [0, 1] and `temperature` > 0.
+
+    Args:
+        alpha: The keras.io `alpha` (weight of the student's own loss).
+        temperature: The keras.io softening temperature.
+        prefix: Put before the argument names in messages, e.g.
+            `"distill"` gives `distill['alpha']`.
+    """
+
+    def name(argument):
+        return f"{prefix}[{argument!r}]" if prefix else argument
+
+    _check_fraction(alpha, name("alpha"))
+    losses_lib.check_temperature(temperature, name("temperature"))
+
+
 def _find_layer(model, name, role):
     """The top-level layer `name` of `model`, or of a pruning wrapper."""
     if not rewrite.is_graph_model(model):

@@ -16,6 +16,7 @@ from keras_compress import data_checks
 from keras_compress import rewrite
 from keras_compress.analysis import sensitivity as sensitivity_lib
 from keras_compress.convert import _files
+from keras_compress.distillation import distiller as distiller_lib
 from keras_compress.pipeline import budgets as budgets_lib
 from keras_compress.pipeline import recipe as recipe_lib
 from keras_compress.pipeline import report as report_lib
@@ -137,8 +138,12 @@ def compress(
             A given recipe runs once, without back-off.
         teacher: Model to distill from during fine-tuning; defaults to the
             original model when `distill` is True.
-        distill: Fine-tune through a `Distiller` (soft targets from the
-            teacher) instead of on the labels alone.
+        distill: `True` (default) to fine-tune through a `Distiller` with
+            its default recipe (docs/distillation.md), `False` to train on
+            the labels alone, or a dict of keras.io `Distiller.compile`
+            arguments (`{"alpha": 0.1, "temperature": 3}`) for the keras.io
+            soft-target loss instead. The report's `distillation` says
+            which recipe ran.
         epochs: Fine-tuning epochs of each step of a built recipe.
         output: Folder for the delivered file (`model.tflite` or
             `model.onnx`), `report.md/.html/.json`, plots, `recipe.json`
@@ -234,6 +239,7 @@ def compress(
             "`resume=True` continues the run in `output` and "
             "`overwrite=True` replaces it: pass one of them."
         )
+    distill_arguments = _distill_arguments(distill)
     if teacher is None and distill:
         teacher = model
     log = print if verbose else (lambda *args: None)
@@ -247,7 +253,7 @@ def compress(
             max_bytes=budgets.as_dict()["max_bytes"],
             max_latency=budgets.as_dict()["max_latency"],
             epochs=epochs,
-            distill=bool(distill),
+            distill=dict(distill) if distill_arguments else bool(distill),
             batch_size=batch_size,
             sparsities=[float(s) for s in sparsities],
             scan_tolerance=scan_tolerance,
@@ -275,6 +281,7 @@ def compress(
         if num_train
         else _dataset_steps(train_data),
         teacher=teacher if distill else None,
+        **distill_arguments,
         strategy=strategy,
         verbose="auto" if verbose else 0,
     )
@@ -507,6 +514,29 @@ def _message(target, held, budget_met, searched):
         f"no try met every budget; delivered the closest file: {figures}. "
         "To meet it, " + "; ".join(advice) + "."
     )
+
+
+def _distill_arguments(distill):
+    """The keras.io `Distiller.compile` arguments `distill` asks for."""
+    if isinstance(distill, bool):
+        return {}
+    if not isinstance(distill, dict) or not distill:
+        raise ValueError(
+            "`distill` must be True (the Distiller's default recipe), False "
+            "(labels only) or a dict of keras.io arguments such as "
+            f"{{'alpha': 0.1, 'temperature': 3}}; received distill={distill!r}."
+        )
+    unknown = sorted(set(distill) - {"alpha", "temperature"})
+    if unknown:
+        raise ValueError(
+            f"`distill` has unknown keys {unknown}: only 'alpha' and "
+            "'temperature' (the keras.io Distiller.compile arguments) are "
+            "accepted."
+        )
+    # The Distiller's own checks, before any training.
+    probe = {"alpha": 0.1, "temperature": 3.0, **distill}
+    distiller_lib.check_keras_io_arguments(**probe, prefix="distill")
+    return dict(distill)
 
 
 def _search(

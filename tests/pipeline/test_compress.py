@@ -318,6 +318,10 @@ def test_the_budget_search_trains_under_a_distribution_strategy(task, strategy):
         ({"resume": True}, "resume"),
         ({"recipe": [{"step": "prune"}]}, "Recipe step 0"),
         ({"recipe": {"steps": [{"step": "shrink"}]}}, "Unknown recipe step"),
+        ({"distill": "yes"}, "`distill` must be True"),
+        ({"distill": {"beta": 1}}, "unknown keys \\['beta'\\]"),
+        ({"distill": {"alpha": 2}}, "distill\\['alpha'\\].*received"),
+        ({"distill": {"temperature": 0}}, "distill\\['temperature'\\]"),
     ],
 )
 def test_bad_arguments_fail_before_training(task, change, message):
@@ -498,3 +502,23 @@ def test_bad_budgets_fail_before_any_work(task, change, message, monkeypatch):
     monkeypatch.setattr(pipeline.targets, "convert_to_target", no_conversion)
     with pytest.raises(ValueError, match=message):
         pipeline.compress(model, train, val, verbose=0, **change)
+
+
+def test_keras_io_distillation_arguments_reach_the_distiller(task):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-float32",
+        max_accuracy_drop=0.5,
+        recipe=[pipeline.Prune(0.5, epochs=1)],
+        distill={"alpha": 0.2, "temperature": 4},
+        latency_runs=0,
+        verbose=0,
+    )
+    recipe = result.report.distillation
+    assert recipe["name"] == "keras.io"
+    assert (recipe["alpha"], recipe["temperature"]) == (0.2, 4.0)
+    assert recipe["distillation_loss"] == "SoftTargetKLDivergence"
+    assert recipe["automatic_hint"] is None
