@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import keras_compress as kc
+from keras_compress import rewrite
 from tests.conformance import models
 
 # (kind, technique) -> regex of the ValueError the library must raise.
@@ -286,12 +287,18 @@ def distiller(model, x, y):
         model, pruning_schedule=_schedule()
     )
     trainer = kc.distillation.Distiller(student=student, teacher=model)
+    # The default recipe: its hint reads the layer feeding each classifier,
+    # on every model kind whose intermediate outputs can be read.
     trainer.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        student_loss_fn=_loss(),
-        alpha=0.1,
-        temperature=3.0,
+        optimizer=keras.optimizers.Adam(1e-3), student_loss_fn=_loss()
     )
+    recipe = trainer.recipe
+    assert recipe["distillation_loss"] == "CorrelationDistillation"
+    if rewrite.is_graph_model(model):
+        teacher_side, student_side = recipe["automatic_hint"].split("->")
+        assert teacher_side in student_side, recipe
+    else:
+        assert "subclassed" in recipe["no_automatic_hint"], recipe
     trainer.fit(
         x,
         y,
