@@ -1,0 +1,235 @@
+"""The sweep that chose the `Distiller`'s default recipe (validation split).
+
+Reference workload (docs/distillation.md): per seed, the reference CNN
+teacher trains 3 epochs on the first 50,000 Fashion-MNIST training images;
+its logits and the features its classifier reads (the Dense(128) output)
+are computed once; then the Conv2D(8) + Dense(32) student trains 3 epochs
+(Adam 1e-3, batch 128, the same initial weights and data order for every
+recipe) and is measured on the last 10,000 training images. The test set
+is never touched.
+
+Each recipe is a sum of terms, all written out below (a prototype of each
+loss, so that candidates the library does not ship, such as DKD, can be
+compared too):
+
+- `ce`: the labels' cross-entropy (weight 1 unless given);
+- `kd`: T² · KL of softened probabilities (the keras.io loss);
+- `dist`: DIST, the correlation loss `CorrelationDistillation` ships;
+- `dkd`: Decoupled KD (Zhao et al., CVPR 2022), target-class weight
+  `dkd_a`, non-target weight `dkd_b`;
+- `hint`: MSE between the teacher's classifier features and a learned
+  projection of the student's (`FeatureDistillation` with a projection);
+- `conv`: the same for the first convolutions (both 26x26).
+
+The winner, `hint_dist` (ce + dist + hint, each weight 1, T = 1), is the
+default recipe: `alpha=0.5, T=1, CorrelationDistillation`, hint weight 0.5
+is the same loss halved, and Adam's steps do not change with the scale of
+the loss. Usage:
+
+    python benchmarks/distillation_recipe_sweep.py --seeds 0 1 2 \\
+        --recipes alone hint dist hint_dist
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_compress.demo  # noqa: E402
+from keras_compress.distillation import losses  # noqa: E402
+
+RECIPES = {
+    "alone": {},
+    "hint": {"hint": 1.0},
+    "kd05T1": {"kd": 0.5, "T": 1.0},
+    "hint_kd01": {"hint": 1.0, "kd": 0.1, "T": 3.0},
+    "hint_kd05T1": {"hint": 1.0, "kd": 0.5, "T": 1.0},
+    "hint_kd1T1": {"hint": 1.0, "kd": 1.0, "T": 1.0},
+    "dkd": {"dkd": 1.0, "T": 4.0},
+    "dkd_b2": {"dkd": 1.0, "T": 4.0, "dkd_b": 2.0},
+    "hint_dkd_b2": {"hint": 1.0, "dkd": 1.0, "T": 4.0, "dkd_b": 2.0},
+    "dist": {"dist": 1.0, "T": 1.0},
+    "hint_dist": {"hint": 1.0, "dist": 1.0, "T": 1.0},
+    "conv_hint": {"hint": 1.0, "conv": 1.0},
+    "conv_hint_dist": {"hint": 1.0, "dist": 1.0, "T": 1.0, "conv": 1.0},
+}
+
+
+def build_student():
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(8, 3, activation="relu", name="conv"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(32, activation="relu", name="hidden"),
+            layers.Dense(10),
+        ]
+    )
+
+
+def _soft_kl(teacher, student, temperature):
+    t = ops.log_softmax(teacher / temperature)
+    s = ops.log_softmax(student / temperature)
+    return ops.mean(ops.sum(ops.exp(t) * (t - s), -1)) * temperature**2
+
+
+def _dkd(labels, teacher, student, temperature, a, b):
+    onehot = ops.one_hot(ops.cast(ops.reshape(labels, (-1,)), "int32"), 10)
+    pt = ops.softmax(teacher / temperature)
+    ps = ops.softmax(student / temperature)
+
+    def binary(p):
+        target = ops.sum(p * onehot, -1)
+        return ops.stack([target, 1.0 - target], -1)
+
+    bt, bs = binary(pt), binary(ps)
+    tckd = ops.sum(bt * (ops.log(bt + 1e-7) - ops.log(bs + 1e-7)), -1)
+    masked_t = ops.log_softmax(teacher / temperature - 1000.0 * onehot)
+    masked_s = ops.log_softmax(student / temperature - 1000.0 * onehot)
+    nckd = ops.sum(ops.exp(masked_t) * (masked_t - masked_s) * (1 - onehot), -1)
+    return ops.mean(a * tckd + b * nckd) * temperature**2
+
+
+class _Trainer(keras.Model):
+    """The student, its projections and one recipe's loss."""
+
+    def __init__(self, student, teacher_conv, recipe):
+        super().__init__()
+        self.student = student
+        self.features = keras.Model(
+            student.inputs,
+            [
+                student.outputs[0],
+                student.get_layer("hidden").output,
+                student.get_layer("conv").output,
+            ],
+        )
+        self.teacher_conv = teacher_conv
+        self.recipe = recipe
+        self.hint_projection = keras.layers.Dense(128)
+        self.conv_projection = keras.layers.Dense(32)
+        self.hint_projection.build((None, 32))
+        self.conv_projection.build((None, 26, 26, 8))
+        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self.built = True
+
+    def call(self, x, training=False):
+        logits, self._hidden, self._conv = self.features(x, training=training)
+        return logits
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        recipe, temperature = self.recipe, self.recipe.get("T", 1.0)
+        labels, teacher = y["labels"], y["logits"]
+        total = self.ce(labels, y_pred)
+        if recipe.get("kd"):
+            total += recipe["kd"] * _soft_kl(teacher, y_pred, temperature)
+        if recipe.get("dist"):
+            dist = losses.CorrelationDistillation(temperature)
+            total += recipe["dist"] * dist(teacher, y_pred)
+        if recipe.get("dkd"):
+            total += recipe["dkd"] * _dkd(
+                labels,
+                teacher,
+                y_pred,
+                temperature,
+                recipe.get("dkd_a", 1.0),
+                recipe.get("dkd_b", 8.0),
+            )
+        if recipe.get("hint"):
+            projected = self.hint_projection(self._hidden)
+            total += recipe["hint"] * ops.mean(
+                ops.square(projected - y["features"])
+            )
+        if recipe.get("conv"):
+            projected = self.conv_projection(self._conv)
+            total += recipe["conv"] * ops.mean(
+                ops.square(projected - self.teacher_conv(x))
+            )
+        return total
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--recipes",
+        nargs="+",
+        choices=sorted(RECIPES),
+        default=["alone", "hint", "dist", "hint_dist"],
+    )
+    args = parser.parse_args(argv)
+    recipes = ["alone"] + [r for r in args.recipes if r != "alone"]
+    _, train, _ = _common.load_data()
+    (x_train, y_train), (x_val, y_val) = _common.hold_out(train, False)
+    print(f"{len(x_train)} train / {len(x_val)} validation images")
+    results = {name: [] for name in recipes}
+    for seed in args.seeds:
+        keras.utils.set_random_seed(seed)
+        teacher = keras_compress.demo.reference_cnn()
+        _common.compile_model(keras, teacher, 1e-3)
+        teacher.fit(x_train, y_train, batch_size=128, epochs=3, verbose=0)
+        outputs = keras.Model(
+            teacher.inputs, [teacher.outputs[0], teacher.layers[-2].output]
+        ).predict(x_train, batch_size=512, verbose=0)
+        teacher_conv = keras.Model(teacher.inputs, teacher.layers[0].output)
+        teacher_conv.trainable = False
+        keras.utils.set_random_seed(seed + 1000)
+        initial = build_student().get_weights()
+        print(
+            f"seed {seed}: teacher "
+            f"{_common.accuracy(teacher, x_val, y_val):.4f}",
+            flush=True,
+        )
+        for name in recipes:
+            keras.utils.set_random_seed(seed)
+            student = build_student()
+            student.set_weights(initial)
+            trainer = _Trainer(student, teacher_conv, RECIPES[name])
+            trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+            start = time.perf_counter()
+            targets = {
+                "labels": y_train,
+                "logits": outputs[0],
+                "features": outputs[1],
+            }
+            trainer.fit(
+                x_train,
+                targets,
+                batch_size=128,
+                epochs=3,
+                verbose=0,
+            )
+            accuracy = _common.accuracy(student, x_val, y_val)
+            results[name].append(accuracy)
+            print(
+                f"  {name:16s} {accuracy:.4f} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    alone = np.array(results["alone"])
+    print("\nrecipe            validation acc  vs alone (points), per seed")
+    for name, accuracies in results.items():
+        points = (np.array(accuracies) - alone) * 100
+        print(
+            f"{name:16s}  {np.mean(accuracies):.4f}  {points.mean():+.2f}  "
+            + " ".join(f"{p:+.2f}" for p in points)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
