@@ -9,7 +9,10 @@ most users know. It is built like Keras 3's `keras.distillation.Distiller`
 subclass of it, because most of what that class does has to differ here:
 
 - its default logits loss compares temperature-scaled logits, not softened
-  probabilities (see `losses.py`); ours is T² · KL on probabilities;
+  probabilities (see `losses.py`); ours, with the keras.io arguments, is
+  T² · KL on probabilities, and without them a default recipe (the DIST
+  correlation loss and an automatic feature hint) that beat the student
+  trained alone in docs/distillation.md's benchmark;
 - it freezes the teacher by setting `teacher.trainable = False` on the
   user's model; ours leaves the teacher object alone and only keeps its
   variables out of the trainable set;
@@ -39,7 +42,7 @@ _PACKAGE = "keras_compress"
 
 # The default recipe of `compile()` (no alpha, temperature or loss given),
 # chosen on a validation split of the reference workload
-# (benchmarks/distillation_benchmark.py --validation, docs/distillation.md).
+# (benchmarks/distillation_recipe_sweep.py, docs/distillation.md).
 DEFAULT_ALPHA = 0.5
 DEFAULT_TEMPERATURE = 1.0
 DEFAULT_HINT_WEIGHT = 0.5
@@ -209,9 +212,14 @@ class Distiller(keras.Model):
         + (1 - alpha) * distillation_loss(teacher(x), student(x))
         + sum(w_i * feature_loss_i)  + the student's regularization losses
 
-    where the default distillation loss is
+    `compile()` without `alpha`, `temperature` or `distillation_loss_fn`
+    runs the default recipe: `alpha=0.5`, `CorrelationDistillation(T=1)`
+    and, unless `feature_distillations` were given, a hint (weight 0.5)
+    between the layers that feed the two classifiers. With any of the
+    keras.io arguments the distillation loss is
     `T² · KL(softmax(teacher / T) ‖ softmax(student / T))`
-    (`SoftTargetKLDivergence`). The teacher always runs with
+    (`SoftTargetKLDivergence`), `alpha=0.1` and `T=3` unless given.
+    `distiller.recipe` says which ran. The teacher always runs with
     `training=False` and its variables are never updated (the teacher model
     object itself is not modified). `call` runs the student, so `predict`
     and the compiled metrics see the student; `fit` and `evaluate` also
@@ -243,6 +251,11 @@ class Distiller(keras.Model):
             change between epochs) and memory for one teacher output per
             sample. A `validation_split` is cut from the cached outputs;
             separate `validation_data` runs the teacher.
+        augmentation: Optional Keras layer (e.g. a `keras.Sequential` of
+            `RandomFlip`, `RandomTranslation`) applied to the inputs of each
+            training step; the teacher and the student both see its
+            output ("consistent teaching"). Not applied in `evaluate` or
+            `predict`; cannot be combined with `cache_teacher_outputs`.
         name: Name of the model.
         **kwargs: Base `keras.Model` arguments.
 
@@ -255,8 +268,6 @@ class Distiller(keras.Model):
         metrics=[keras.metrics.SparseCategoricalAccuracy()],
         student_loss_fn=keras.losses.SparseCategoricalCrossentropy(
             from_logits=True),
-        alpha=0.1,
-        temperature=3,
     )
     distiller.fit(x_train, y_train, epochs=3)
     distiller.evaluate(x_test, y_test)
