@@ -135,6 +135,23 @@ def test_mirrored_strategy_cached_teacher_trains_like_live(strategy):
         )
 
 
+def test_mirrored_strategy_default_recipe(strategy):
+    # The default recipe's hint projection is made in compile(), inside the
+    # scope: it is mirrored like the student, and trained.
+    x, y = common.data()
+    with strategy.scope():
+        distiller = distillation.Distiller(
+            common.student_model(), common.teacher_model()
+        )
+        common.compile_distiller(distiller, keras_io=False)
+    (projection,) = distiller.projections
+    assert isinstance(projection.kernel.value, tf.distribute.DistributedValues)
+    before = np.array(projection.kernel)
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["feature_loss"][0])
+    assert not np.allclose(before, projection.kernel)
+
+
 def test_mirrored_strategy(strategy):
     x, y = common.data()
     with strategy.scope():
