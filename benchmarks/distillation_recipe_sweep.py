@@ -106,7 +106,7 @@ class _Trainer(keras.Model):
     """The student, its projections and one recipe's loss."""
 
     def __init__(self, student, teacher_conv, recipe):
-        super().__init__()
+        super().__init__(name="recipe_trainer")
         self.student = student
         self.features = keras.Model(
             student.inputs,
