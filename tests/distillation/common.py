@@ -59,3 +59,9 @@ def compile_distiller(distiller, keras_io=True, **kwargs):
         **kwargs,
     )
     return distiller
+
+
+def layer_output(model, name, x):
+    """The output of `model`'s layer `name` on `x` (NumPy)."""
+    layer = model.get_layer(name)
+    return keras.Model(model.inputs, layer.output).predict(x, verbose=0)

@@ -369,11 +369,6 @@ def _default(distiller, **kwargs):
     return common.compile_distiller(distiller, keras_io=False, **kwargs)
 
 
-def _hidden(model, name, x):
-    layer = model.get_layer(name)
-    return keras.Model(model.inputs, layer.output).predict(x, verbose=0)
-
-
 def test_default_recipe_is_correlation_plus_a_classifier_hint():
     teacher, student = common.teacher_model(), common.student_model()
     x, y = common.data(n=32)
@@ -400,10 +395,10 @@ def test_default_recipe_is_correlation_plus_a_classifier_hint():
         )
     )
     projected = keras.ops.convert_to_numpy(
-        projection(_hidden(student, "s_hidden", x))
+        projection(common.layer_output(student, "s_hidden", x))
     )
     expected_hint = 0.5 * np.mean(
-        (_hidden(teacher, "t_hidden", x) - projected) ** 2
+        (common.layer_output(teacher, "t_hidden", x) - projected) ** 2
     )
     assert results["distillation_loss"] == pytest.approx(expected_kd, rel=1e-4)
     assert results["feature_loss"] == pytest.approx(expected_hint, rel=1e-4)

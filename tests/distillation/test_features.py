@@ -12,11 +12,6 @@ from tests.distillation import common
 FD = distillation.FeatureDistillation
 
 
-def _features(model, name, x):
-    layer = model.get_layer(name)
-    return keras.Model(model.inputs, layer.output).predict(x, verbose=0)
-
-
 def test_feature_loss_value_with_projection():
     teacher, student = common.teacher_model(), common.student_model()
     x, y = common.data(n=16)
@@ -37,20 +32,22 @@ def test_feature_loss_value_with_projection():
         x, y, batch_size=16, verbose=0, return_dict=True
     )
 
-    def project(layer, features):
-        return keras.ops.convert_to_numpy(layer(features))
+    features = common.layer_output
+
+    def project(layer, values):
+        return keras.ops.convert_to_numpy(layer(values))
 
     hidden = np.mean(
         (
-            _features(teacher, "t_hidden", x)
-            - project(projections[0], _features(student, "s_hidden", x))
+            features(teacher, "t_hidden", x)
+            - project(projections[0], features(student, "s_hidden", x))
         )
         ** 2
     )
     conv = np.mean(
         np.abs(
-            _features(teacher, "t_conv", x)
-            - project(projections[1], _features(student, "s_conv", x))
+            features(teacher, "t_conv", x)
+            - project(projections[1], features(student, "s_conv", x))
         )
     )
     logits = np.mean(
