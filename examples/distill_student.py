@@ -75,20 +75,13 @@ def main():
     distiller = distillation.Distiller(
         student=student, teacher=teacher, cache_teacher_outputs=True
     )
-    # No alpha or temperature: the default recipe (`distiller.recipe`).
-    keras_io = {
-        key: value
-        for key, value in (
-            ("alpha", args.alpha),
-            ("temperature", args.temperature),
-        )
-        if value is not None
-    }
+    # No alpha or temperature (None): the default recipe (`distiller.recipe`).
     distiller.compile(
         optimizer="adam",
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         student_loss_fn=loss,
-        **keras_io,
+        alpha=args.alpha,
+        temperature=args.temperature,
     )
     print(f"distillation recipe: {distiller.recipe}")
     distiller.fit(x_train, y_train, callbacks=callbacks, **fit)

@@ -8,8 +8,6 @@ term has its own weight; and a layer of a pruned student can be named by
 its original name (`"dense"`, not `"prune_low_magnitude_dense"`).
 """
 
-import math
-
 import keras
 
 from keras_compress.distillation import losses as losses_lib
@@ -73,16 +71,7 @@ class FeatureDistillation:
                     f"`{argument}` must be a layer name (str) or None; "
                     f"received {argument}={value!r}."
                 )
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, (int, float))
-            or not math.isfinite(weight)
-            or weight < 0
-        ):
-            raise ValueError(
-                f"`weight` must be a finite number >= 0; received "
-                f"weight={weight!r}."
-            )
+        weight = losses_lib.check_weight(weight)
         if projection not in _PROJECTIONS:
             raise ValueError(
                 f"`projection` must be one of {_PROJECTIONS}; received "

@@ -39,6 +39,21 @@ def check_temperature(temperature, argument="temperature"):
     return float(temperature)
 
 
+def check_weight(weight, argument="weight"):
+    """Returns `weight` as a float; a ValueError unless finite and >= 0."""
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        raise ValueError(
+            f"`{argument}` must be a finite number >= 0; received "
+            f"{argument}={weight!r}."
+        )
+    return float(weight)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 def soft_target_kl_divergence(teacher_logits, student_logits, temperature=3.0):
     """T² · KL(softmax(teacher/T) ‖ softmax(student/T)), per sample.
@@ -180,22 +195,8 @@ class CorrelationDistillation(keras.losses.Loss):
     ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         self.temperature = check_temperature(temperature)
-        for argument, value in (
-            ("inter_weight", inter_weight),
-            ("intra_weight", intra_weight),
-        ):
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(
-                    f"`{argument}` must be a finite number >= 0; received "
-                    f"{argument}={value!r}."
-                )
-        self.inter_weight = float(inter_weight)
-        self.intra_weight = float(intra_weight)
+        self.inter_weight = check_weight(inter_weight, "inter_weight")
+        self.intra_weight = check_weight(intra_weight, "intra_weight")
 
     def call(self, y_true, y_pred):
         temperature = self.temperature

@@ -75,19 +75,13 @@ class TrainingContext:
                 trainer = distillation.Distiller(
                     student=model, teacher=self.teacher
                 )
-                keras_io = {
-                    key: value
-                    for key, value in (
-                        ("alpha", self.alpha),
-                        ("temperature", self.temperature),
-                    )
-                    if value is not None
-                }
+                # None for both: the Distiller's default recipe.
                 trainer.compile(
                     optimizer=optimizer,
                     metrics=[accuracy],
                     student_loss_fn=self.loss,
-                    **keras_io,
+                    alpha=self.alpha,
+                    temperature=self.temperature,
                 )
                 self.distillation_recipe = trainer.recipe
             else:
