@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from keras_compress import rewrite
+from keras_compress.convert import _graph
 
 # The layer classes `Model.quantize("int8")` changes in Keras 3.13-3.15.
 # Subclasses (e.g. ReversibleEmbedding) have their own quantized variables
@@ -105,7 +106,7 @@ def _copy_subclassed(model):
     # makes float layers, since `quantize()` ran after construction.
     clone = keras.models.clone_model(model)
     input_shape = (model.get_build_config() or {}).get("input_shape")
-    if _is_shape(input_shape):
+    if _graph.is_shape(input_shape):
         # Call rather than build: exporters refuse a subclassed model that
         # has never been called.
         batch = np.zeros((1, *input_shape[1:]), model.input_dtype)
@@ -129,10 +130,6 @@ def _copy_subclassed(model):
     return clone
 
 
-def _is_shape(value):
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(d, (int, type(None))) for d in value
-    )
 
 
 def _float_layer(layer):

@@ -1,6 +1,6 @@
 """Keeps the converters' native log lines off the user's terminal.
 
-The LiteRT converter, the SavedModel exporter and loader and tf2onnx log
+The LiteRT converter, TensorFlow's tracing and tf2onnx log
 through absl and TensorFlow's C++ logging straight to file descriptor 2
 (about ten lines per `to_tflite`: "fully_quantize: 0, inference_type: 6
 ..."), which `TF_CPP_MIN_LOG_LEVEL` does not reach, plus TensorFlow's
@@ -19,6 +19,7 @@ import tempfile
 # Lines of the captured log attached to an exception: the converter's
 # error context is at the end.
 _TAIL_LINES = 40
+_PYTHON_LOGGERS = ("tensorflow", "absl")
 
 
 @contextlib.contextmanager
@@ -26,7 +27,7 @@ def captured(show=False, replay_on_error=False):
     """Captures native log lines written to file descriptor 2.
 
     Python's own `sys.stderr` (warnings, progress bars) keeps the terminal;
-    TensorFlow's Python logger is held at ERROR meanwhile.
+    The Python loggers of TensorFlow and absl are held at ERROR meanwhile.
 
     Args:
         show: Capture nothing: let every line through (e.g. `verbose=2`).
@@ -50,8 +51,8 @@ def captured(show=False, replay_on_error=False):
         # TensorFlow makes its logger's handler on first use, bound to the
         # `sys.stderr` of that moment: not the stand-in below.
         sys.modules["tensorflow"].get_logger()
-    tf_logger = logging.getLogger("tensorflow")
-    saved_level = tf_logger.level
+    loggers = [logging.getLogger(name) for name in _PYTHON_LOGGERS]
+    saved_levels = [logger.level for logger in loggers]
     sys.stderr.flush()
     saved_fd = os.dup(2)
     saved_python_stderr = sys.stderr
@@ -59,7 +60,8 @@ def captured(show=False, replay_on_error=False):
         if python_stderr_is_fd2:
             sys.stderr = _terminal_stream(saved_fd)
         os.dup2(log.fileno(), 2)
-        tf_logger.setLevel(logging.ERROR)
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
         try:
             yield
         except BaseException as error:
@@ -76,7 +78,8 @@ def captured(show=False, replay_on_error=False):
                     )
             raise
         finally:
-            tf_logger.setLevel(saved_level)
+            for logger, level in zip(loggers, saved_levels):
+                logger.setLevel(level)
             sys.stderr.flush()
             sys.stderr = saved_python_stderr
             os.dup2(saved_fd, 2)

@@ -157,6 +157,50 @@ def write_model(model):
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
+def add_signature(model_content, input_names, output_names, key):
+    """The file with a signature `key` naming its main subgraph's inputs and
+    outputs, for LiteRT's signature runners (and ai-edge-quantizer).
+
+    Args:
+        model_content: The flatbuffer bytes (or a path).
+        input_names: One name per input tensor, in the subgraph's order.
+        output_names: One name per output tensor, in the subgraph's order.
+        key: The signature's key, e.g. `"serving_default"`.
+
+    Returns:
+        The flatbuffer bytes.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = read_model(model_content)
+    graph = model.subgraphs[0]
+    if len(input_names) != len(graph.inputs) or len(output_names) != len(
+        graph.outputs
+    ):
+        raise ValueError(
+            f"Signature {key!r} names {len(input_names)} input(s) and "
+            f"{len(output_names)} output(s), but the file has "
+            f"{len(graph.inputs)} and {len(graph.outputs)}."
+        )
+
+    def tensor_maps(names, indices):
+        maps = []
+        for name, index in zip(names, indices):
+            tensor_map = schema.TensorMapT()
+            tensor_map.name = name
+            tensor_map.tensorIndex = int(index)
+            maps.append(tensor_map)
+        return maps
+
+    signature = schema.SignatureDefT()
+    signature.signatureKey = key
+    signature.subgraphIndex = 0
+    signature.inputs = tensor_maps(input_names, graph.inputs)
+    signature.outputs = tensor_maps(output_names, graph.outputs)
+    model.signatureDefs = [signature]
+    return write_model(model)
+
+
 def op_name(model, op):
     """The builtin name of `op`, e.g. `"CONV_2D"`."""
     from ai_edge_litert import schema_py_generated as schema

@@ -12,7 +12,6 @@ conversion in memory and lets us check the result before writing it.
 
 import contextlib
 import logging
-import re
 import statistics
 import time
 import warnings
@@ -21,6 +20,7 @@ import numpy as np
 
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
+from keras_compress.convert import _graph
 from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _tensorflow_worker
@@ -132,7 +132,6 @@ def to_onnx(
             dynamic_batch=dynamic_batch,
             float16=float16,
         )
-    import tensorflow as tf
 
     tf2onnx = _tf2onnx()
     if float16:
@@ -149,18 +148,11 @@ def to_onnx(
             f"{max_opset}. Use `opset=None` for {DEFAULT_OPSET}."
         )
     model = _precision.float32_compute_copy(model)
-    specs = _tensor_specs(model, dynamic_batch)
-
-    @tf.function(input_signature=specs, autograph=False)
-    def serve(*inputs):
-        outputs = model(
-            inputs[0] if len(inputs) == 1 else list(inputs), training=False
-        )
-        flat = tf.nest.flatten(outputs)
-        # tf2onnx names the outputs after the keys of a returned dict; pad
-        # the numbers so that their sorted order is the model's order.
-        width = len(str(len(flat) - 1))
-        return {f"output_{i:0{width}d}": t for i, t in enumerate(flat)}
+    specs = _graph.input_specs(
+        model, batch=None if dynamic_batch else "fixed"
+    )
+    # tf2onnx names the outputs after the keys of the returned dict.
+    serve = _graph.serving_function(model, specs)
 
     with _quiet_tf2onnx(show=verbose == 2):
         try:
@@ -187,67 +179,6 @@ def to_onnx(
     if path is not None:
         _files.write_atomically(path, content)
     return content
-
-
-def _tensor_specs(model, dynamic_batch):
-    """One `tf.TensorSpec` per model input."""
-    import tensorflow as tf
-
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if inputs:
-        shapes = [tuple(t.shape) for t in inputs]
-        dtypes = [str(t.dtype) for t in inputs]
-        names = [_spec_name(t.name, i) for i, t in enumerate(inputs)]
-    else:
-        shapes = _subclassed_input_shapes(model)
-        dtypes = [model.input_dtype] * len(shapes)
-        names = [
-            "input" if len(shapes) == 1 else f"input_{i}"
-            for i in range(len(shapes))
-        ]
-    specs = []
-    for shape, dtype, name in zip(shapes, dtypes, names):
-        batch = None if dynamic_batch else (shape[0] or 1)
-        specs.append(tf.TensorSpec((batch, *shape[1:]), dtype, name=name))
-    return specs
-
-
-def _spec_name(name, index):
-    name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name or "")
-    return name if re.match(r"[A-Za-z]", name) else f"input_{index}"
-
-
-def _subclassed_input_shapes(model):
-    # A subclassed model has no `inputs`. Keras records the shapes of the
-    # first call in `_build_shapes_dict`; its own exporter reads the same
-    # record (`keras.src.export.export_utils`), and there is no public one.
-    recorded = getattr(model, "_build_shapes_dict", None)
-    if not model.built or not recorded:
-        raise ValueError(
-            f"Cannot tell the input shape of model '{model.name}' "
-            f"({type(model).__name__}): it has no `inputs` and has not been "
-            "called on data. Call it once on a batch, e.g. "
-            "`model(x[:1])`, before converting."
-        )
-    shapes = list(recorded.values())
-    if len(shapes) == 1 and not _is_shape(shapes[0]):
-        shapes = list(shapes[0])  # call(inputs) with a list of tensors
-    if not all(_is_shape(s) for s in shapes):
-        raise ValueError(
-            f"Model '{model.name}' takes nested inputs {recorded}; to_onnx "
-            "supports one tensor or a flat list of tensors per call."
-        )
-    # The recorded batch size is that of the first call, not a declared one.
-    return [(None, *s[1:]) for s in shapes]
-
-
-def _is_shape(value):
-    return isinstance(value, (list, tuple)) and all(
-        isinstance(d, (int, type(None))) for d in value
-    )
 
 
 @contextlib.contextmanager

@@ -1,9 +1,7 @@
 """Conversion of a Keras 3 model to a LiteRT (TFLite) flatbuffer."""
 
-import os
 import re
 import sys
-import tempfile
 import warnings
 
 import keras
@@ -13,11 +11,13 @@ from keras_compress import data_checks
 from keras_compress import rewrite
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
+from keras_compress.convert import _graph
 from keras_compress.convert import _keras_quantized
 from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _recurrent
 from keras_compress.convert import _tensorflow_worker
+from keras_compress.convert import flatbuffer
 from keras_compress.convert import layer_precision
 from keras_compress.core import keras_private
 
@@ -25,6 +25,8 @@ MODES = ("float32", "float16", "dynamic", "int8", "int16x8")
 # Modes with integer activations, which need activation ranges.
 _INTEGER_MODES = ("int8", "int16x8")
 _INT16X8_OPS_SET = "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8"
+# The signature of the files, as `Model.export` names it.
+SIGNATURE_KEY = "serving_default"
 
 # Prunable kernels at least this sparse are stored in LiteRT's sparse format
 # when `sparse=None`. Below about 50 % zeros the index arrays of the sparse
@@ -52,9 +54,11 @@ def to_tflite(
 ):
     """Converts a Keras model to a LiteRT (TFLite) flatbuffer.
 
-    The model is exported with `model.export(..., format="tf_saved_model")`
-    (this works for Sequential, Functional and subclassed models) and
-    converted with `tf.lite.TFLiteConverter.from_saved_model`. A model of
+    The model's inference pass (`model(x, training=False)`) is traced as a
+    `tf.function` (Sequential, Functional and called subclassed models)
+    and converted with `tf.lite.TFLiteConverter.from_concrete_functions`,
+    in memory; the file has the `"serving_default"` signature that
+    `Model.export` files have, its inputs named after the model's. A model of
     the JAX or PyTorch backend is saved to a `.keras` file and converted
     the same way by a TensorFlow-backend worker process (its classes must
     be registered and importable, and `representative_data` NumPy arrays).
@@ -263,45 +267,66 @@ def to_tflite(
     elif sparse and mode in _INTEGER_MODES:
         _check_sparse_integer_layers(model)
 
-    # The exporter and the converter log to file descriptor 2 natively.
-    with (
-        _native_logs.captured(show=verbose == 2),
-        tempfile.TemporaryDirectory(prefix="keras_compress_") as tmp,
-    ):
-        saved_model_dir = os.path.join(tmp, "saved_model")
+    # Tracing and the converter log to file descriptor 2 natively.
+    with _native_logs.captured(show=verbose == 2):
         _make_exportable(model)
+        specs = _graph.input_specs(model)
         with _recurrent.unrolled(model) as rolled:
-            model.export(
-                saved_model_dir, format="tf_saved_model", verbose=False
-            )
+            function = _graph.serving_function(model, specs)
+            concrete = function.get_concrete_function()
         if mode == "int8" and not calibrate:
             from keras_compress.quantization import observers
 
             # A model with this library's QAT layers has fake-quant ops by
             # construction; only others need the (slower) graph search.
             if not observers.is_quantization_aware(source):
-                _check_fake_quant_ranges(saved_model_dir)
+                _check_fake_quant_ranges(concrete.graph)
             _warn_if_ranges_never_learned(source)
         if calibrate and samples is None:
-            # Subclassed models have no `model.inputs`: read the input
-            # shapes from the exported signature instead.
-            input_specs = _saved_model_input_specs(saved_model_dir)
+            # Subclassed models have no `model.inputs`: the shapes their
+            # first call recorded are in the traced signature.
             samples = _calibration_samples(
-                representative_data, input_specs, num_calibration_samples
+                representative_data,
+                [(tuple(s.shape.as_list()), s.dtype.name) for s in specs],
+                num_calibration_samples,
             )
 
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+        # The variables are frozen into the graph in memory; no SavedModel
+        # is written and read back (see `_graph`).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [concrete]
+        )
         _configure(
             converter, mode, sparse, int8_io, allow_select_tf_ops, calibrate
         )
         if samples is not None:
             converter.representative_dataset = _with_progress(samples, verbose)
         try:
-            content = converter.convert()
+            with warnings.catch_warnings():
+                # Said of every fake-quant model converted from a function:
+                # the input's range is the input FakeQuant op's, in the
+                # graph, which the converter goes on to use.
+                warnings.filterwarnings(
+                    "ignore", "Statistics for quantized inputs were expected"
+                )
+                content = converter.convert()
         except Exception as error:
             raise _conversion_error(
-                error, mode, allow_select_tf_ops, source, rolled
+                error,
+                mode,
+                allow_select_tf_ops,
+                source,
+                concrete.graph,
+                rolled,
             ) from error
+    # A converted function has no signature; `Model.export` files have
+    # this one, and LiteRT's signature runners need it.
+    content = flatbuffer.add_signature(
+        content,
+        [spec.name for spec in specs],
+        sorted(concrete.structured_outputs),
+        SIGNATURE_KEY,
+    )
 
     if mode == "dynamic":
         _warn_if_nothing_quantized(content)
@@ -458,20 +483,14 @@ def _dequantized(model, mode):
     return _keras_quantized.dequantized_copy(model)
 
 
-def _check_fake_quant_ranges(saved_model_dir):
-    """Raises unless the exported graph has fake-quant ops with ranges.
+def _check_fake_quant_ranges(graph):
+    """Raises unless the traced `graph` has fake-quant ops with ranges.
 
     A quantization-aware-trained model carries its activation ranges in
     `FakeQuantWithMinMax*` ops, so the converter needs no calibration data
     for it. Any other model would come back with float activations.
     """
-    import tensorflow as tf
-
-    graph_def = (
-        tf.saved_model.load(saved_model_dir)
-        .signatures["serving_default"]
-        .graph.as_graph_def()
-    )
+    graph_def = graph.as_graph_def()
     nodes = list(graph_def.node)
     for function in graph_def.library.function:
         nodes.extend(function.node_def)
@@ -533,19 +552,6 @@ def _keras_input_specs(model):
     if not inputs:
         return None
     return [(tuple(t.shape), str(t.dtype)) for t in inputs]
-
-
-def _saved_model_input_specs(saved_model_dir):
-    import tensorflow as tf
-
-    signature = tf.saved_model.load(saved_model_dir).signatures[
-        "serving_default"
-    ]
-    _, specs = signature.structured_input_signature
-    return [
-        (tuple(spec.shape.as_list()), spec.dtype.name)
-        for _, spec in sorted(specs.items())
-    ]
 
 
 def _calibration_samples(data, input_specs, limit):
@@ -670,13 +676,10 @@ def _check_sample_shapes(sample, input_specs):
 
 _OP_PATTERN = re.compile(r"'((?:tf|tfl)\.\w+)' op")
 _CUSTOM_OPS_PATTERN = re.compile(r"(?:Custom|Flex) ops: ([\w, ]+)")
-# The converter locates an op by its TensorFlow name, e.g.
-# fused["BesselI1e:", "functional_1/my_layer_1/BesselI1e@__inference_..."].
-_LOCATION_PATTERN = re.compile(r'fused\["(\w+):", "([^"@]+)@')
 
 
 def _conversion_error(
-    error, mode, allow_select_tf_ops, model=None, rolled_layers=()
+    error, mode, allow_select_tf_ops, model=None, graph=None, rolled_layers=()
 ):
     message = str(error)
     ops = list(dict.fromkeys(_OP_PATTERN.findall(message)))
@@ -685,19 +688,10 @@ def _conversion_error(
             name = name.strip()
             if name and not any(op.endswith("." + name) for op in ops):
                 ops.append(name)
-    if model is not None:
-        # Name the layer of each failing op, from the op's location.
-        layers = {}
-        for op_type, op_path in _LOCATION_PATTERN.findall(message):
-            layer = _errors.layer_for_op(model, op_path)
-            if layer:
-                layers.setdefault(op_type, layer)
-        ops = [
-            f"{op} (layer {layers[op.split('.')[-1]]})"
-            if op.split(".")[-1] in layers
-            else op
-            for op in ops
-        ]
+    if model is not None and graph is not None:
+        # Name the layer of each failing op: the traced graph has the op,
+        # named after the Keras layer scopes it was created in.
+        ops = [_with_layer(op, model, graph) for op in ops]
     named = f" at op(s) {', '.join(ops)}" if ops else ""
     hints = []
     if rolled_layers and "TensorList" in message:
@@ -723,6 +717,17 @@ def _conversion_error(
         f"LiteRT conversion failed in mode={mode!r}{named}. To fix: "
         f"{'; '.join(hints)}.\nConverter said:\n{first_lines}"
     )
+
+
+def _with_layer(op, model, graph):
+    """`op` ("tf.BesselI1e"), with the layer that made it where known."""
+    op_type = op.split(".")[-1]
+    for node in graph.as_graph_def().node:
+        if node.op == op_type:
+            layer = _errors.layer_for_op(model, node.name)
+            if layer:
+                return f"{op} (layer {layer})"
+    return op
 
 
 def _warn_if_nothing_quantized(content):

@@ -130,6 +130,29 @@ def test_several_inputs_and_outputs():
         np.testing.assert_allclose(a, e, atol=1e-5)
 
 
+def test_dict_inputs_and_outputs_keep_their_names():
+    image = keras.Input((6, 6, 2), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(image), extra]
+    )
+    model = keras.Model(
+        {"image": image, "extra": extra},
+        {"logits": keras.layers.Dense(5)(x), "score": keras.layers.Dense(1)(x)},
+    )
+    content = to_onnx(model)
+    graph = _graph(content)
+    assert [i.name for i in graph.input] == ["extra", "image"]
+    assert [o.name for o in graph.output] == ["logits", "score"]
+    rng = np.random.default_rng(0)
+    extra_batch = rng.random((4, 3), dtype="float32")
+    image_batch = rng.random((4, 6, 6, 2), dtype="float32")
+    expected = model.predict({"image": image_batch, "extra": extra_batch})
+    logits, score = run_onnx(content, [extra_batch, image_batch])
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-5)
+    np.testing.assert_allclose(score, expected["score"], atol=1e-5)
+
+
 def test_keras_quantized_model_keeps_int8_kernels(trained_model, toy_test):
     kind, model = trained_model
     quantized = keras_quantized(model)

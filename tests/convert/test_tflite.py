@@ -550,6 +550,68 @@ def test_calibration_progress_bar(verbose, capsys):
         assert "Calibrating" not in out and "25/25" not in out
 
 
+def _two_input_model(num_outputs):
+    keras.utils.set_random_seed(0)
+    image = keras.Input((6, 6, 2), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = keras.layers.Conv2D(4, 3, activation="relu")(image)
+    x = keras.layers.Concatenate()([keras.layers.Flatten()(x), extra])
+    outputs = [keras.layers.Dense(i + 1)(x) for i in range(num_outputs)]
+    return keras.Model([image, extra], outputs)
+
+
+def _two_inputs(batch=5):
+    rng = np.random.default_rng(0)
+    return [
+        rng.random((batch, 6, 6, 2), dtype="float32"),
+        rng.random((batch, 3), dtype="float32"),
+    ]
+
+
+def test_several_inputs_and_outputs_keep_the_models_order():
+    # Twelve outputs: sorted by name, "output_10" would come before
+    # "output_2" (outputs of different widths make any mix-up fail).
+    model = _two_input_model(12)
+    content = to_tflite(model)
+    inputs = _two_inputs()
+    expected = model.predict(inputs, verbose=0)
+    actual = run_tflite(content, inputs)
+    assert [a.shape for a in actual] == [e.shape for e in expected]
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, atol=1e-5)
+
+    # The signature, as `Model.export` files have it, runs by name.
+    interpreter = Interpreter(model_content=content)
+    [(key, signature)] = interpreter.get_signature_list().items()
+    assert key == "serving_default"
+    assert sorted(signature["inputs"]) == ["extra", "image"]
+    runner = interpreter.get_signature_runner(key)
+    named = runner(image=inputs[0][:1], extra=inputs[1][:1])
+    np.testing.assert_allclose(named["output_10"], expected[10][:1], atol=1e-5)
+
+
+def test_dict_inputs_and_outputs_keep_their_names():
+    image = keras.Input((6, 6, 2), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(image), extra]
+    )
+    model = keras.Model(
+        {"image": image, "extra": extra},
+        {"logits": keras.layers.Dense(5)(x), "score": keras.layers.Dense(1)(x)},
+    )
+    content = to_tflite(model)
+    image_batch, extra_batch = _two_inputs()
+    expected = model.predict({"image": image_batch, "extra": extra_batch})
+    # The file's inputs in `model.inputs` order (a dict's: by key).
+    assert [t.name for t in model.inputs] == ["extra", "image"]
+    logits, score = run_tflite(content, [extra_batch, image_batch])
+    np.testing.assert_allclose(logits, expected["logits"], atol=1e-5)
+    np.testing.assert_allclose(score, expected["score"], atol=1e-5)
+    signature = Interpreter(model_content=content).get_signature_list()
+    assert signature["serving_default"]["outputs"] == ["logits", "score"]
+
+
 def test_unsupported_op_error_names_the_layer():
     inputs = keras.Input((4,))
     x = keras.layers.Dense(4)(inputs)
