@@ -130,8 +130,6 @@ def _copy_subclassed(model):
     return clone
 
 
-
-
 def _float_layer(layer):
     """A built float layer computing what the int8 `layer` approximates."""
     config = layer.get_config()

@@ -148,9 +148,7 @@ def to_onnx(
             f"{max_opset}. Use `opset=None` for {DEFAULT_OPSET}."
         )
     model = _precision.float32_compute_copy(model)
-    specs = _graph.input_specs(
-        model, batch=None if dynamic_batch else "fixed"
-    )
+    specs = _graph.input_specs(model, batch=None if dynamic_batch else "fixed")
     # tf2onnx names the outputs after the keys of the returned dict.
     serve = _graph.serving_function(model, specs)
 

@@ -293,9 +293,7 @@ def to_tflite(
 
         # The variables are frozen into the graph in memory; no SavedModel
         # is written and read back (see `_graph`).
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [concrete]
-        )
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
         _configure(
             converter, mode, sparse, int8_io, allow_select_tf_ops, calibrate
         )
