@@ -28,6 +28,7 @@ from keras_compress import lowrank
 from keras_compress import pipeline
 from keras_compress import pruning
 from keras_compress import quantization
+from keras_compress.core import training
 from keras_compress.pipeline.report import describe_drop
 
 
@@ -90,6 +91,7 @@ def _compile(model, learning_rate):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
+    training.build_optimizer(model)
     return model
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "call_has_training_arg",
     "child_layers",
     "current_training",
+    "distribution_strategy",
     "flatten_layers",
     "has_been_called",
     "functional_graph",
@@ -94,6 +95,11 @@ def producer(tensor):
 def inbound_node(layer, index):
     """The `index`-th call node of `layer` in the graphs it is used in."""
     return layer._inbound_nodes[index]
+
+
+def distribution_strategy(model):
+    """The `tf.distribute` strategy `model` was created under, or `None`."""
+    return getattr(model, "_distribute_strategy", None)
 
 
 def has_been_called(layer):

@@ -33,6 +33,7 @@ from keras import ops
 # export the inverse, which the loss trackers need to report true values.
 from keras_compress import rewrite
 from keras_compress.core import keras_private
+from keras_compress.core import training
 from keras_compress.distillation import features as features_lib
 from keras_compress.distillation import losses as losses_lib
 from keras_compress.mixed_precision import loss_scaling
@@ -852,6 +853,7 @@ class Distiller(keras.Model):
             # memory for training fits for its forward pass.
             batch_size = kwargs.get("batch_size", args[0] if args else None)
             y = self._attach_teacher_cache(x, y, batch_size)
+        training.build_optimizer(self)
         return super().fit(x, y, *args, **kwargs)
 
     def _attach_teacher_cache(self, x, y, batch_size=None):

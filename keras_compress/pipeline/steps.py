@@ -15,6 +15,7 @@ from keras_compress import distillation
 from keras_compress import pruning
 from keras_compress import quantization
 from keras_compress import rewrite
+from keras_compress.core import training
 from keras_compress.pruning import prune_api
 from keras_compress.quantization import quantize_api
 
@@ -168,6 +169,7 @@ class TrainingContext:
         callback_list.on_train_end(logs)
 
     def _fit(self, trainer, epochs, callbacks):
+        training.build_optimizer(trainer)
         if isinstance(self.train_data, tuple):
             x, y = self.train_data
             trainer.fit(
