@@ -16,6 +16,7 @@ process's peak memory is that architecture's, and prints
     python benchmarks/zoo_benchmark.py                      # every cell
     python benchmarks/zoo_benchmark.py --architectures MobileNetV2
     python benchmarks/zoo_benchmark.py --write-docs
+    python benchmarks/zoo_benchmark.py --resnet224   # full-size timing
 """
 
 import argparse
@@ -138,6 +139,63 @@ def detail_table(cells):
     return "\n".join(lines)
 
 
+def full_size_resnet():
+    """ResNet50V2 at 224x224: prune-wrap / QAT-wrap, strip, convert and
+    verify, timed step by step (no training; the QAT model runs one
+    forward pass in training mode so that its observers have ranges).
+    Runs in this process; returns Markdown lines."""
+    import keras
+    import numpy as np
+
+    import keras_compress as kc
+
+    def peak_mb():
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 224, 224, 3))
+    x = x.astype("float32")
+    lines = [
+        "| ResNet50V2 224x224 | wrap (s) | strip (s) | convert (s) "
+        "| verify, 4 images (s) | total (s) | process peak MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for technique in ("prune", "qat"):
+        keras.utils.set_random_seed(0)
+        model = keras.applications.ResNet50V2(weights=None)
+        times = []
+        start = time.perf_counter()
+        if technique == "prune":
+            wrapped = kc.pruning.prune_low_magnitude(
+                model,
+                pruning_schedule=kc.pruning.ConstantSparsity(0.5, 0),
+            )
+            times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            deployable, mode = kc.pruning.strip_pruning(wrapped), "float32"
+        else:
+            wrapped = kc.quantization.quantize_model(model)
+            times.append(time.perf_counter() - start)
+            wrapped(x[:2], training=True)  # observers see one batch
+            start = time.perf_counter()
+            deployable, mode = wrapped, "int8"
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        content = kc.convert.to_tflite(deployable, mode, verbose=0)
+        times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        kc.convert.verify(deployable, content, x, latency_runs=0)
+        times.append(time.perf_counter() - start)
+        cells = [f"{t:.1f}" for t in times] + [
+            f"{sum(times):.1f}",
+            f"{peak_mb():,.0f}",
+        ]
+        lines.append(f"| {technique} | " + " | ".join(cells) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
 def write_docs(text):
     content = DOCS.read_text()
     head, rest = content.split(_BEGIN, 1)
@@ -154,25 +212,49 @@ def main(argv=None):
         "--architectures", nargs="*", help="default: all of the zoo"
     )
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--junit-dir",
+        help="keep each architecture's JUnit XML report in this folder",
+    )
+    parser.add_argument(
+        "--from-junit-dir",
+        help="run nothing: build the tables from the reports in this folder "
+        "(e.g. of several runs side by side, one per core)",
+    )
+    parser.add_argument(
+        "--resnet224",
+        action="store_true",
+        help="run nothing else: time ResNet50V2 at 224x224 through "
+        "prune/QAT wrapping, conversion and verification",
+    )
     args = parser.parse_args(argv)
+    if args.resnet224:
+        print("\n".join(full_size_resnet()))
+        return 0
     architectures = args.architectures or _architectures()
     techniques = _literal(ZOO / "test_zoo.py", "TECHNIQUES")
     unsupported = _literal(ZOO / "test_zoo.py", "UNSUPPORTED")
 
     cells = {}
-    start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for architecture in architectures:
-            xml_path = os.path.join(tmp, f"{architecture}.xml")
-            run_architecture(architecture, xml_path)
-            if os.path.exists(xml_path):
-                cells.update(read_cells(xml_path))
-    minutes = (time.perf_counter() - start) / 60
+    if args.from_junit_dir:
+        for path in sorted(pathlib.Path(args.from_junit_dir).glob("*.xml")):
+            cells.update(read_cells(path))
+        architectures = args.architectures or _architectures()
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = args.junit_dir or tmp
+            os.makedirs(folder, exist_ok=True)
+            for architecture in architectures:
+                xml_path = os.path.join(folder, f"{architecture}.xml")
+                run_architecture(architecture, xml_path)
+                if os.path.exists(xml_path):
+                    cells.update(read_cells(xml_path))
+    minutes = sum(cell["seconds"] for cell in cells.values()) / 60
     text = (
         coverage_table(cells, architectures, techniques, unsupported)
         + "\n\n"
         + detail_table(cells)
-        + f"\n\n{len(cells)} cells in {minutes:.0f} min "
+        + f"\n\n{len(cells)} cells, {minutes:.0f} min of test time "
         "(`python benchmarks/zoo_benchmark.py`)."
     )
     print(text)

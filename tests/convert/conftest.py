@@ -111,6 +111,20 @@ def trained_model(request, toy_train):
     return request.param, trained(BUILDERS[request.param](), *toy_train)
 
 
+def dict_io_model():
+    """A Functional model taking and returning dicts: inputs "image"
+    (6, 6, 2) and "extra" (3,), outputs "logits" (5) and "score" (1)."""
+    image = keras.Input((6, 6, 2), name="image")
+    extra = keras.Input((3,), name="extra")
+    x = keras.layers.Concatenate()(
+        [keras.layers.GlobalAveragePooling2D()(image), extra]
+    )
+    return keras.Model(
+        {"image": image, "extra": extra},
+        {"logits": keras.layers.Dense(5)(x), "score": keras.layers.Dense(1)(x)},
+    )
+
+
 class FakeQuantDense(keras.layers.Layer):
     """A Dense layer with fixed fake-quant ranges, as QAT leaves them.
 

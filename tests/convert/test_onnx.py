@@ -15,6 +15,7 @@ from keras_compress.convert import run_onnx
 from keras_compress.convert import to_onnx
 from tests.convert.conftest import INPUT_SHAPE
 from tests.convert.conftest import SubclassedModel
+from tests.convert.conftest import dict_io_model
 from tests.convert.conftest import fake_quant_model
 from tests.convert.conftest import keras_quantized
 
@@ -131,15 +132,7 @@ def test_several_inputs_and_outputs():
 
 
 def test_dict_inputs_and_outputs_keep_their_names():
-    image = keras.Input((6, 6, 2), name="image")
-    extra = keras.Input((3,), name="extra")
-    x = keras.layers.Concatenate()(
-        [keras.layers.GlobalAveragePooling2D()(image), extra]
-    )
-    model = keras.Model(
-        {"image": image, "extra": extra},
-        {"logits": keras.layers.Dense(5)(x), "score": keras.layers.Dense(1)(x)},
-    )
+    model = dict_io_model()
     content = to_onnx(model)
     graph = _graph(content)
     assert [i.name for i in graph.input] == ["extra", "image"]

@@ -15,6 +15,7 @@ from keras_compress.convert import op_details
 from keras_compress.convert import run_tflite
 from keras_compress.convert import to_tflite
 from tests.convert.conftest import INPUT_SHAPE
+from tests.convert.conftest import dict_io_model
 from tests.convert.conftest import fake_quant_model
 from tests.convert.conftest import keras_quantized
 from tests.convert.conftest import subclassed_model
@@ -591,15 +592,7 @@ def test_several_inputs_and_outputs_keep_the_models_order():
 
 
 def test_dict_inputs_and_outputs_keep_their_names():
-    image = keras.Input((6, 6, 2), name="image")
-    extra = keras.Input((3,), name="extra")
-    x = keras.layers.Concatenate()(
-        [keras.layers.GlobalAveragePooling2D()(image), extra]
-    )
-    model = keras.Model(
-        {"image": image, "extra": extra},
-        {"logits": keras.layers.Dense(5)(x), "score": keras.layers.Dense(1)(x)},
-    )
+    model = dict_io_model()
     content = to_tflite(model)
     image_batch, extra_batch = _two_inputs()
     expected = model.predict({"image": image_batch, "extra": extra_batch})

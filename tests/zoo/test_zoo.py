@@ -45,6 +45,25 @@ FLOAT_RTOL = 1e-4
 MIN_FRACTION_WITHIN_ONE_STEP = 0.98
 
 
+def _fold_batch_norms(model, x, y):
+    # Real architectures put BatchNorms where no kernel precedes them
+    # (pre-activation blocks: after a pooling or a Concatenate); those are
+    # kept, each with its reason. What folding promises is the same
+    # inference.
+    folded, report = kc.fusion.fold_batch_norms(model, return_report=True)
+    assert report.folded, str(report)
+    assert all(reason for _, reason in report.kept), str(report)
+    np.testing.assert_allclose(
+        test_matrix._predict(folded, x),
+        test_matrix._predict(model, x),
+        atol=FLOAT_RTOL * float(np.abs(test_matrix._predict(model, x)).max()),
+    )
+    return test_matrix.Deployable(folded)
+
+
+APPLY = {**test_matrix.APPLY, "fold_batch_norms": _fold_batch_norms}
+
+
 def _cells():
     if os.environ.get("KERAS_COMPRESS_ZOO") == "all":
         cells = [
@@ -63,7 +82,7 @@ def _peak_memory_mb():
 def test_cell(architecture, technique, record_property):
     model, x, y = architectures.build(architecture)
     before = model.get_weights()
-    apply = test_matrix.APPLY[technique]
+    apply = APPLY[technique]
     if (architecture, technique) in UNSUPPORTED:
         with pytest.raises(
             ValueError, match=UNSUPPORTED[architecture, technique]
