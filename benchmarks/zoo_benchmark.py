@@ -35,15 +35,11 @@ DOCS = ROOT / "docs" / "zoo.md"
 _BEGIN = "<!-- zoo-table:begin -->"
 _END = "<!-- zoo-table:end -->"
 
-
-def _literal(path, name):
-    """Module-level literal `name` of `path`, read without importing it."""
-    for node in ast.parse(path.read_text()).body:
-        if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == name for t in node.targets
-        ):
-            return ast.literal_eval(node.value)
-    raise ValueError(f"{path.name} has no literal {name}.")
+# The conformance matrix's table script: how a table is read from the test
+# files and written into the docs.
+sys.path.insert(0, str(ROOT))
+from tests.conformance.coverage_table import module_literal  # noqa: E402
+from tests.conformance.coverage_table import replace_marked  # noqa: E402
 
 
 def _architectures():
@@ -197,13 +193,6 @@ def full_size_resnet():
     return lines
 
 
-def write_docs(text):
-    content = DOCS.read_text()
-    head, rest = content.split(_BEGIN, 1)
-    tail = rest.split(_END, 1)[1]
-    DOCS.write_text(f"{head}{_BEGIN}\n{text}\n{_END}{tail}")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -233,8 +222,8 @@ def main(argv=None):
         print("\n".join(full_size_resnet()))
         return 0
     architectures = args.architectures or _architectures()
-    techniques = _literal(ZOO / "test_zoo.py", "TECHNIQUES")
-    unsupported = _literal(ZOO / "test_zoo.py", "UNSUPPORTED")
+    techniques = module_literal(ZOO / "test_zoo.py", "TECHNIQUES")
+    unsupported = module_literal(ZOO / "test_zoo.py", "UNSUPPORTED")
 
     cells = {}
     if args.from_junit_dir:
@@ -260,7 +249,7 @@ def main(argv=None):
     )
     print(text)
     if args.write_docs:
-        write_docs(text)
+        replace_marked(DOCS, _BEGIN, _END, text)
         print(f"wrote {DOCS}", file=sys.stderr)
     passed = sum(cell["outcome"] == "pass" for cell in cells.values())
     return 0 if passed == len(cells) else 1

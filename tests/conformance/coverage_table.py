@@ -38,7 +38,7 @@ BACKENDS = ("tensorflow", "jax", "torch")
 _CELL = re.compile(r"test_cell\[(?P<kind>[^-\]]+)-(?P<technique>[^\]]+)\]")
 
 
-def _literal(path, name):
+def module_literal(path, name):
     """The value of the module-level literal `name` in `path` (read, not
     imported: importing the tests would import Keras in this process)."""
     tree = ast.parse(path.read_text())
@@ -120,9 +120,9 @@ _END = "<!-- conformance-matrix:end -->"
 
 def _literals():
     return (
-        _literal(HERE / "models.py", "KINDS"),
-        _literal(HERE / "test_matrix.py", "TECHNIQUES"),
-        _literal(HERE / "test_matrix.py", "UNSUPPORTED"),
+        module_literal(HERE / "models.py", "KINDS"),
+        module_literal(HERE / "test_matrix.py", "TECHNIQUES"),
+        module_literal(HERE / "test_matrix.py", "UNSUPPORTED"),
     )
 
 
@@ -144,12 +144,18 @@ def docs_table():
     return text.split(_BEGIN, 1)[1].split(_END, 1)[0].strip()
 
 
+def replace_marked(path, begin, end, text):
+    """Replaces what stands between the markers `begin` and `end` of the
+    file at `path` with `text`."""
+    content = path.read_text()
+    head, rest = content.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def write_docs():
     """Replaces the docs' table with `green_table()`."""
-    text = DOCS.read_text()
-    head, rest = text.split(_BEGIN, 1)
-    tail = rest.split(_END, 1)[1]
-    DOCS.write_text(f"{head}{_BEGIN}\n{green_table()}\n{_END}{tail}")
+    replace_marked(DOCS, _BEGIN, _END, green_table())
 
 
 def main(argv=None):
