@@ -12,12 +12,16 @@ under `tf.distribute`).
 """
 
 import keras
+from keras.src.applications import convnext
 from keras.src.backend.common import global_state
 from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.losses.losses import LossFunctionWrapper
 from keras.src.models.functional import Functional
+from keras.src.ops import numpy as numpy_ops
 
 __all__ = [
+    "APPLICATIONS_LAYER_SCALE",
+    "APPLICATIONS_STOCHASTIC_DEPTH",
     "Functional",
     "LossFunctionWrapper",
     "unscale_loss_for_distribution",
@@ -27,6 +31,7 @@ __all__ = [
     "distribution_strategy",
     "flatten_layers",
     "has_been_called",
+    "merge_layer_class",
     "functional_graph",
     "inbound_node",
     "nodes_by_depth",
@@ -95,6 +100,36 @@ def producer(tensor):
 def inbound_node(layer, index):
     """The `index`-th call node of `layer` in the graphs it is used in."""
     return layer._inbound_nodes[index]
+
+
+# Two layers of `keras.applications` ConvNeXt that are not public Keras
+# layers: `x * gamma` per channel, and a residual branch dropped in
+# training (the identity in inference).
+APPLICATIONS_LAYER_SCALE = convnext.LayerScale
+APPLICATIONS_STOCHASTIC_DEPTH = convnext.StochasticDepth
+
+# The operations that `x + y`, `x - y` and `x * y` on symbolic tensors put
+# in a Functional graph, and the Merge layer computing the same.
+_MERGE_LAYER_OF_OPERATION = {
+    numpy_ops.Add: keras.layers.Add,
+    numpy_ops.Subtract: keras.layers.Subtract,
+    numpy_ops.Multiply: keras.layers.Multiply,
+}
+
+
+def merge_layer_class(node):
+    """The Merge layer class computing what a graph `node` of a `keras.ops`
+    Add, Subtract or Multiply of two tensors computes, else `None`."""
+    merge = _MERGE_LAYER_OF_OPERATION.get(type(node.operation))
+    args, kwargs = node.arguments.args, node.arguments.kwargs
+    if (
+        merge is None
+        or kwargs
+        or len(args) != 2
+        or not all(isinstance(arg, keras.KerasTensor) for arg in args)
+    ):
+        return None
+    return merge
 
 
 def distribution_strategy(model):

@@ -6,7 +6,8 @@ How a Sequential or Functional model is rewritten (nested ones too):
    `QuantizeWrapper`), pass-through (copied: LiteRT runs it on int8 with its
    input's scale) or left float (copied, with a warning).
 2. **Fuse.** On the model's graph: a BatchNormalization whose input comes
-   only from a Dense/convolution is folded into that layer's wrapper; a
+   only from a Dense/convolution is folded into that layer's wrapper (any
+   other one is quantized as the MUL and ADD LiteRT runs it as); a
    ReLU/ReLU6 after it becomes the wrapper's activation (LiteRT fuses both
    into one op, so there is no quantizer between them); the layers feeding
    a Concatenate drop their output quantizer, so that the converter gives
@@ -41,7 +42,14 @@ from keras_compress.quantization import wrapper as wrapper_lib
 # what pruning leaves (a trained float weight has no exact zeros).
 AUTO_SPARSITY_THRESHOLD = 0.1
 
-_ADD_LIKE = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply)
+# Layers whose last LiteRT op (ADD, SUB, MUL) fuses a following ReLU; an
+# unfolded BatchNormalization runs as MUL then ADD.
+_ENDS_IN_ADD = (
+    keras.layers.Add,
+    keras.layers.Subtract,
+    keras.layers.Multiply,
+    keras.layers.BatchNormalization,
+)
 
 
 @dataclasses.dataclass
@@ -57,6 +65,9 @@ class _Plan:
     activation: str = None
     quantize_output: bool = True
     owner: object = None  # for "drop": the layer it is fused into
+    # A `keras.ops` Add/Subtract/Multiply computed by a Merge layer, which
+    # takes the operation's two arguments as one list.
+    merges_arguments: bool = False
     why_float: str = None  # for "float": why, if it should be quantized
 
 
@@ -381,9 +392,21 @@ class _Rewriter:
         plans = {}
         node_of = {}
         for node in nodes:
-            if id(node.operation) not in plans:
-                plans[id(node.operation)] = self._plan_layer(node.operation)
-                node_of[id(node.operation)] = node
+            op = node.operation
+            if id(op) in plans:
+                continue
+            node_of[id(op)] = node
+            merge = keras_private.merge_layer_class(node)
+            if merge is None:
+                plans[id(op)] = self._plan_layer(op)
+                continue
+            # `x + y` written in a Functional model is a `keras.ops` Add,
+            # not a layer: quantized as the Merge layer computing the same.
+            plan = self._plan_layer(merge(name=op.name))
+            plan.merges_arguments = plan.role == "wrap"
+            if not plan.merges_arguments:
+                plan = self._plan_layer(op)
+            plans[id(op)] = plan
 
         def owner_of(tensor):
             """The layer whose output `tensor` is, after fusing."""
@@ -429,7 +452,7 @@ class _Rewriter:
             # a BatchNorm or an activation.
             if (
                 isinstance(plan.layer, keras.layers.BatchNormalization)
-                and plan.role == "float"
+                and plan.role in ("float", "wrap")
                 and source_plan.batch_norm is None
                 and source_plan.activation is None
                 and core_batch_norm.fold_source(node, calls)[0] is source
@@ -450,7 +473,7 @@ class _Rewriter:
             ):
                 source_plan.activation = relu
                 plans[id(op)] = _Plan("drop", plan.layer, owner=source)
-            elif isinstance(source_plan.layer, _ADD_LIKE) and (
+            elif isinstance(source_plan.layer, _ENDS_IN_ADD) and (
                 plan.role == "wrap"
             ):
                 # ADD with a fused ReLU: only the ReLU's range is needed.
@@ -625,6 +648,8 @@ class _Rewriter:
             layer = self._new_layer(context, op, plan, input_states)
         else:
             layer = self._new_layer(context, op, plan, input_states)
+        if plan.merges_arguments:
+            args = (list(args),)
         if (
             "mask" in kwargs
             and "mask" not in inspect.signature(layer.call).parameters

@@ -317,6 +317,38 @@ class MovingAverageQuantizer(Quantizer):
         }
 
 
+def round_ties_as_litert_mean(means, quantizer, weights):
+    """Shifts `means` so that `quantizer` rounds their ties as LiteRT does.
+
+    LiteRT's integer average pooling rounds the mean of its int8 inputs
+    half away from zero, e.g. -124.5 to -125; fake quantization rounds half
+    up, to -124. A mean of `n` values of a grid lies a multiple of `1/n`
+    steps from it, so moving the means below the int8 zero by 1/1024 of a
+    step changes the rounding of their ties only (for `n` < 512).
+
+    Args:
+        means: Means of values on the grid of `quantizer`.
+        quantizer: The `MovingAverageQuantizer` that quantizes `means`
+            next, with the range of the values averaged.
+        weights: Its variables (`"min"` and `"max"`).
+
+    Returns:
+        `means`, shifted where their int8 value is negative.
+    """
+    low, high = _include_zero(
+        weights["min"], weights["max"], quantizer.symmetric
+    )
+    quant_min = 1 if quantizer.narrow_range else 0
+    quant_max = 2**quantizer.num_bits - 1
+    scale = ops.maximum(high - low, 1e-12) / (quant_max - quant_min)
+    zero_point = ops.clip(
+        ops.round(quant_min - low / scale), quant_min, quant_max
+    )
+    int_zero = (2 ** (quantizer.num_bits - 1) - zero_point) * scale
+    means = ops.cast(means, "float32")
+    return ops.where(means < int_zero, means - scale / 1024.0, means)
+
+
 def _include_zero(low, high, symmetric):
     low = ops.minimum(ops.cast(low, "float32"), 0.0)
     high = ops.maximum(ops.cast(high, "float32"), 0.0)

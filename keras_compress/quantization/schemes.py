@@ -26,11 +26,16 @@ FULLY_CONNECTED, BATCH_MATMUL and SOFTMAX ops; LayerNormalization gets a
 range after each of its steps (MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL,
 ADD), all of which LiteRT runs on int8. A gated MultiHeadAttention and a
 LayerNormalization with the deprecated `rms_scaling=True` stay float.
+
+A BatchNormalization is folded into the Dense or convolution before it
+where there is one (`quantize_api`); one after an Add, a pooling or a
+Concatenate (pre-activation networks) runs as an int8 MUL and ADD.
 """
 
 import keras
 from keras import layers as L
 
+from keras_compress.core import keras_private
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import quantizers as quantizers_lib
 
@@ -63,8 +68,6 @@ _PASS_THROUGH = (
     L.InputLayer,
     L.MaxPooling1D,
     L.MaxPooling2D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
     L.GlobalMaxPooling1D,
     L.GlobalMaxPooling2D,
     L.Reshape,
@@ -88,6 +91,10 @@ _PASS_THROUGH = (
 )
 # Layers without weights whose output is a new range.
 _OUTPUT_ONLY = (
+    # Average pooling rounds its mean to the grid of its input, whose range
+    # the wrapper reuses (see wrapper._shared_input_range).
+    L.AveragePooling1D,
+    L.AveragePooling2D,
     L.Add,
     L.Subtract,
     L.Multiply,
@@ -200,7 +207,9 @@ class QuantizeScheme:
         """True if `layer` runs on integers with its input's scale."""
         if isinstance(layer, L.Activation):
             return activation_name(layer.activation) == "linear"
-        return isinstance(layer, _PASS_THROUGH)
+        return isinstance(layer, _PASS_THROUGH) or isinstance(
+            layer, keras_private.APPLICATIONS_STOCHASTIC_DEPTH
+        )
 
     def get_quantize_config(self, layer):
         """A `QuantizeConfig` for `layer`, or None if not supported.
@@ -216,6 +225,14 @@ class QuantizeScheme:
             return self._attention_config(layer)
         if isinstance(layer, L.LayerNormalization):
             return self._layer_norm_config(layer)
+        if isinstance(layer, L.BatchNormalization):
+            return self._batch_norm_config()
+        if isinstance(layer, keras_private.APPLICATIONS_LAYER_SCALE):
+            # ConvNeXt's `x * gamma`: an int8 MUL by a constant.
+            return config_lib.LayerQuantizeConfig(
+                {"gamma": quantizers_lib.LastValueQuantizer(8)},
+                self.activation_quantizer(),
+            )
         weights = self._weight_quantizers(layer)
         if weights is not None:
             return config_lib.LayerQuantizeConfig(
@@ -307,6 +324,26 @@ class QuantizeScheme:
         intermediates = {name: self.activation_quantizer() for name in names}
         return config_lib.LayerQuantizeConfig(
             weights, self.activation_quantizer(), intermediates
+        )
+
+    def _batch_norm_config(self):
+        """A BatchNormalization that no kernel precedes, as int8 MUL, ADD.
+
+        In inference a BatchNorm is `x * multiplier + offset`, which the
+        converter writes as a MUL and an ADD by per-channel constants.
+        Pre-activation networks (ResNetV2, DenseNet) put BatchNorms after
+        an Add, a pooling or a Concatenate, where they cannot be folded
+        (the planner folds every other one). Both constants are quantized
+        to 8 bits, as LiteRT stores them, and the product gets a range.
+        """
+        return config_lib.LayerQuantizeConfig(
+            {},
+            self.activation_quantizer(),
+            {
+                "multiplier": quantizers_lib.LastValueQuantizer(8),
+                "offset": quantizers_lib.LastValueQuantizer(8),
+                "scaled": self.activation_quantizer(),
+            },
         )
 
     def get_config(self):

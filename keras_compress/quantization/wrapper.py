@@ -23,7 +23,9 @@ the weighted sum, so that LiteRT runs each of them as an int8
 FULLY_CONNECTED, BATCH_MATMUL or SOFTMAX; the query scale 1/sqrt(key_dim)
 is folded into the query projection, saving a MUL), `LayerNormalization`
 (computed step by step with a quantizer after each step, so that each of
-its MEAN, SUB, MUL, RSQRT and ADD ops runs on int8) and `Dense` on inputs
+its MEAN, SUB, MUL, RSQRT and ADD ops runs on int8), a
+`BatchNormalization` that could not be folded (a quantizer after its
+MUL, constants quantized to 8 bits) and `Dense` on inputs
 of rank > 2 (a 2D matrix product, so that the converter fuses the bias
 into the int8 FULLY_CONNECTED instead of leaving a float ADD).
 """
@@ -41,6 +43,7 @@ from keras_compress.clustering import constraints as cluster_constraints
 from keras_compress.core import keras_private
 from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
+from keras_compress.quantization import quantizers as quantizers_lib
 from keras_compress.quantization import schemes as schemes_lib
 
 _PACKAGE = "keras_compress"
@@ -90,6 +93,11 @@ def _pass_through_input(tensor, scheme):
     return tensor
 
 
+_AVERAGE_POOLING = (L.AveragePooling1D, L.AveragePooling2D)
+# Layers LiteRT runs with the same scale on their inputs and output.
+_SAME_SCALE = (L.Concatenate,) + _AVERAGE_POOLING
+
+
 class _SharedRange:
     """Another layer's output quantizer and observers, used read-only.
 
@@ -101,19 +109,21 @@ class _SharedRange:
         self.spec = spec
 
 
-def _shared_concat_range(concat, inputs):
-    """The output range a Concatenate must use, if an input imposes one.
+def _shared_input_range(wrapper, inputs):
+    """The output range a same-scale op must use, if an input imposes one.
 
-    LiteRT runs CONCATENATION with one scale for its inputs and output.
-    `quantize_model` lets the Concatenate's producers leave their outputs
-    unquantized so that they take its scale; a producer whose output is
-    also used elsewhere keeps its own range, and the converter then gives
-    that range to the whole Concatenate. The wrapper uses the same range
-    (the producer's observer), so that Keras and the file agree.
+    LiteRT runs CONCATENATION and AVERAGE_POOL_2D with one scale for their
+    inputs and output. `quantize_model` lets a Concatenate's producers
+    leave their outputs unquantized so that they take its scale; a
+    producer whose output is also used elsewhere keeps its own range, and
+    the converter then gives that range to the whole Concatenate. An
+    average pooling rounds its mean to its input's grid. The wrapper
+    quantizes the output with the same range (the producer's observer),
+    so that Keras and the file agree.
     """
     sources = {}
     for tensor in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
-        tensor = _pass_through_input(tensor, concat.scheme)
+        tensor = _pass_through_input(tensor, wrapper.scheme)
         history = keras_private.producer_history(tensor)
         if history is None:
             continue
@@ -132,7 +142,7 @@ def _shared_concat_range(concat, inputs):
     if len(sources) > 1:
         names = sorted(name for name, _ in sources.values())
         warnings.warn(
-            f"Concatenate '{concat.layer.name}' has inputs from {names}, "
+            f"Concatenate '{wrapper.layer.name}' has inputs from {names}, "
             "each quantized with its own range because each is also used "
             "elsewhere. LiteRT's CONCATENATION needs one range for all its "
             "inputs, so the converter is likely to reject this model "
@@ -145,6 +155,12 @@ def _shared_concat_range(concat, inputs):
 
 # The tensors inside a MultiHeadAttention that need a range.
 _ATTENTION_TENSORS = ("query", "key", "value", "scores", "probs", "attention")
+# The tensors inside a layer that the wrapper computes itself and that
+# LiteRT needs a range for.
+_REQUIRED_INTERMEDIATES = {
+    L.MultiHeadAttention: _ATTENTION_TENSORS,
+    L.BatchNormalization: ("multiplier", "offset", "scaled"),
+}
 
 
 def _matmul_form(equation, input_rank):
@@ -350,7 +366,7 @@ class QuantizeWrapper(core.CompressionWrapper):
     def __call__(self, *args, **kwargs):
         if (
             self.quantize_output
-            and isinstance(self.layer, L.Concatenate)
+            and isinstance(self.layer, _SAME_SCALE)
             and args
             and any(
                 isinstance(t, keras.KerasTensor)
@@ -358,7 +374,7 @@ class QuantizeWrapper(core.CompressionWrapper):
             )
         ):
             # Decided on the graph (when the model is built or loaded).
-            self._range_source = _shared_concat_range(self, args[0])
+            self._range_source = _shared_input_range(self, args[0])
         return super().__call__(*args, **kwargs)
 
     # Building.
@@ -420,16 +436,16 @@ class QuantizeWrapper(core.CompressionWrapper):
         for name, quantizer in (getter(layer) if getter else {}).items():
             state = quantizer.build(None, name, self)
             self._intermediate_specs[name] = (quantizer, state)
-        if isinstance(layer, L.MultiHeadAttention):
-            missing = sorted(
-                set(_ATTENTION_TENSORS) - set(self._intermediate_specs)
-            )
+        for kind, tensors in _REQUIRED_INTERMEDIATES.items():
+            if not isinstance(layer, kind):
+                continue
+            missing = sorted(set(tensors) - set(self._intermediate_specs))
             if missing:
                 raise ValueError(
-                    f"The quantize config of MultiHeadAttention "
+                    f"The quantize config of {kind.__name__} "
                     f"'{layer.name}' has no intermediate quantizers for "
                     f"{missing}: LiteRT needs a range for each of "
-                    f"{list(_ATTENTION_TENSORS)}."
+                    f"{list(tensors)}."
                 )
 
         self._masks = []
@@ -532,6 +548,8 @@ class QuantizeWrapper(core.CompressionWrapper):
             outputs = self._project_dense(inputs, values)
         elif isinstance(layer, L.LayerNormalization):
             outputs = self._layer_norm(inputs, values, training)
+        elif isinstance(layer, L.BatchNormalization):
+            outputs = self._batch_norm(inputs, training)
         elif isinstance(layer, L.MultiHeadAttention):
             outputs = self._attention(
                 inputs, *args, values=values, training=training, **kwargs
@@ -558,6 +576,11 @@ class QuantizeWrapper(core.CompressionWrapper):
                 specs = specs * len(flat)
             # A shared range belongs to another layer, which updates it.
             update = training and self._range_source is None
+            quantizer, state = specs[0]
+            if isinstance(self.layer, _AVERAGE_POOLING) and "min" in state:
+                flat[0] = quantizers_lib.round_ties_as_litert_mean(
+                    flat[0], quantizer, state
+                )
             flat = [
                 quantizer(tensor, update, state)
                 for tensor, (quantizer, state) in zip(flat, specs)
@@ -775,6 +798,29 @@ class QuantizeWrapper(core.CompressionWrapper):
             )
             beta = ops.cast(self._weight(values, layer.beta), "float32")
             outputs = outputs + ops.reshape(beta, shape)
+        return ops.cast(outputs, inputs.dtype)
+
+    def _batch_norm(self, inputs, training):
+        """A BatchNormalization as the int8 MUL and ADD LiteRT runs.
+
+        With the moving statistics, in training too: as for a folded
+        BatchNorm, QAT trains gamma and beta and leaves the statistics
+        as they are, so that the ranges learned match the converted file.
+        """
+        layer = self.layer
+        specs = self._intermediate_specs
+
+        def quantize(name, tensor):
+            quantizer, state = specs[name]
+            return quantizer(tensor, training, state)
+
+        multiplier, offset = folding.fold_factors(layer)
+        shape = [1] * len(inputs.shape)
+        shape[layer.axis] = inputs.shape[layer.axis]
+        x = ops.cast(inputs, "float32")
+        multiplier = ops.reshape(quantize("multiplier", multiplier), shape)
+        x = quantize("scaled", x * multiplier)
+        outputs = x + ops.reshape(quantize("offset", offset), shape)
         return ops.cast(outputs, inputs.dtype)
 
     def _masked_softmax(self, scores, attention_mask):

@@ -1,5 +1,7 @@
 """BatchNormalization folding: exact in float, and in the QAT wrapper."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -145,6 +147,69 @@ def test_converted_file_has_no_batch_norm_ops_and_matches():
         "FULLY_CONNECTED",
         "DEQUANTIZE",
     ]
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def pre_activation_model():
+    """BatchNorms no kernel precedes: after an Add (ResNetV2), a pooling
+    and a Concatenate (DenseNet), and after a conv whose output is also
+    used elsewhere."""
+    inputs = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same")(inputs)
+    y = L.BatchNormalization(name="bn_shared_conv")(x)
+    y = L.ReLU()(y)
+    y = L.Conv2D(8, 3, padding="same")(y)
+    x = L.Add()([x, y])
+    x = L.BatchNormalization(name="bn_after_add")(x)
+    x = L.ReLU()(x)
+    x = L.AveragePooling2D(2)(x)
+    x = L.BatchNormalization(name="bn_after_pool")(x)
+    y = L.Conv2D(4, 1)(x)
+    x = L.Concatenate()([x, y])
+    x = L.BatchNormalization(name="bn_after_concat")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(3)(x))
+
+
+def test_batch_norms_that_cannot_fold_run_as_int8_mul_and_add():
+    model = pre_activation_model()
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            _with_random_stats(layer, rng)
+    x, y = litert_checks.toy_images((8, 8, 3), 3, 128, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no layer left float
+        qat = q.quantize_model(model)
+    standalone = [
+        layer.name
+        for layer in qat.layers
+        if isinstance(getattr(layer, "layer", None), L.BatchNormalization)
+    ]
+    assert standalone == [
+        "quant_bn_shared_conv",
+        "quant_bn_after_add",
+        "quant_bn_after_pool",
+        "quant_bn_after_concat",
+    ]
+    # BN -> ReLU: LiteRT fuses ADD+RELU, so only the ReLU quantizes.
+    assert qat.get_layer("quant_bn_after_add").quantize_output is False
+    # Trained: gamma and beta move, the statistics do not.
+    bn = qat.get_layer("quant_bn_after_pool").layer
+    before = [v.numpy() for v in (bn.moving_mean, bn.moving_variance, bn.beta)]
+    litert_checks.compile_and_fit(qat, x, y, learning_rate=1e-2)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), before[0])
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), before[1])
+    assert not np.array_equal(bn.beta.numpy(), before[2])
+
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    names = [op.name for op in litert_checks.ops_of(content)]
+    assert names.count("MUL") == 4 and "AVERAGE_POOL_2D" in names
     litert_checks.check_matches_keras(
         litert_checks.predict(qat, x),
         litert_checks.run(content, x),

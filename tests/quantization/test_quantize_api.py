@@ -594,7 +594,12 @@ def test_subclassed_batch_norm_is_folded_when_nothing_else_reads_the_conv(
     warned_bn = any("batch_normalization" in str(w.message) for w in caught)
     conv_wrapper = qat.wrappers[0]
     if reuse_raw:
-        assert conv_wrapper.batch_norm is None and warned_bn
+        # Not folded: quantized on its own, as LiteRT's MUL and ADD.
+        assert conv_wrapper.batch_norm is None and not warned_bn
+        assert [type(w.layer).__name__ for w in qat.wrappers[:2]] == [
+            "Conv2D",
+            "BatchNormalization",
+        ]
         return
     assert conv_wrapper.batch_norm is not None and not warned_bn
     litert_checks.compile_and_fit(qat, x, np.arange(64) % 3)
@@ -605,6 +610,69 @@ def test_subclassed_batch_norm_is_folded_when_nothing_else_reads_the_conv(
     np.testing.assert_allclose(
         litert_checks.predict(loaded, x), litert_checks.predict(qat, x)
     )
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_arithmetic_written_with_operators_is_quantized_as_merge_layers():
+    # `a + b` on symbolic tensors is a keras.ops Add operation, not a
+    # layer; it is quantized as the Add layer computing the same.
+    inputs = keras.Input((6, 6, 3))
+    a = L.Conv2D(4, 3, padding="same")(inputs)
+    b = L.Conv2D(4, 1)(inputs)
+    x = keras.layers.ReLU()(a + b)
+    x = x * L.Conv2D(4, 1, activation="sigmoid")(x)
+    x = x - L.Conv2D(4, 1)(x)
+    outputs = L.Dense(3)(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    x, y = litert_checks.toy_images((6, 6, 3), 3, 128, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qat = q.quantize_model(model)
+    merges = [
+        type(layer.layer).__name__
+        for layer in qat.layers
+        if isinstance(layer, q.QuantizeWrapper)
+        and isinstance(layer.layer, L.Layer)
+        and type(layer.layer).__name__ in ("Add", "Multiply", "Subtract")
+    ]
+    assert merges == ["Add", "Multiply", "Subtract"]
+    litert_checks.compile_and_fit(qat, x, y)
+    content = litert_checks.convert_qat(qat)
+    litert_checks.check_integer_end_to_end(content)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
+
+
+def test_convnext_layer_scale_and_stochastic_depth():
+    # keras.applications ConvNeXt's own layers: LayerScale is an int8 MUL
+    # by a quantized gamma, StochasticDepth the identity in the file.
+    from keras_compress.core import keras_private
+
+    inputs = keras.Input((6, 6, 8))
+    x = L.Dense(8)(inputs)
+    x = keras_private.APPLICATIONS_LAYER_SCALE(0.5, 8, name="scale")(x)
+    x = keras_private.APPLICATIONS_STOCHASTIC_DEPTH(0.1, name="drop")(x)
+    x = L.Add()([inputs, x])
+    outputs = L.Dense(3)(L.GlobalAveragePooling2D()(x))
+    model = keras.Model(inputs, outputs)
+    x, y = litert_checks.toy_images((6, 6, 8), 3, 128, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qat = q.quantize_model(model)
+    assert [w.name for w in qat.layers if isinstance(w, q.QuantizeWrapper)][
+        1
+    ] == "quant_scale"
+    assert qat.get_layer("drop") is not None  # copied as it is
+    litert_checks.compile_and_fit(qat, x, y)
     content = litert_checks.convert_qat(qat)
     litert_checks.check_integer_end_to_end(content)
     litert_checks.check_matches_keras(
