@@ -13,6 +13,8 @@ import re
 
 import keras
 
+from keras_compress.core import tracing
+
 
 def input_specs(model, batch="declared"):
     """One named `tf.TensorSpec` per model input, in the model's order.
@@ -80,7 +82,8 @@ def serving_function(model, specs):
             arguments = keras.tree.pack_sequence_as(structure, list(inputs))
         else:
             arguments = inputs[0] if len(inputs) == 1 else list(inputs)
-        outputs = model(arguments, training=False)
+        with tracing.converter_trace():
+            outputs = model(arguments, training=False)
         if isinstance(outputs, dict) and all(
             isinstance(key, str) and tf.is_tensor(value)
             for key, value in outputs.items()

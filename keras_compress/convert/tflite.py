@@ -102,6 +102,8 @@ def to_tflite(
             `"int16x8"`.
         representative_data: Calibration inputs, required for `"int16x8"`
             and for `"int8"` unless the model has fake-quant ranges. A
+            quantization-aware model's `"int8"` file keeps the ranges it
+            trained with: its `representative_data` is checked, not used. A
             NumPy array of samples (batch first), a tuple `(x,)` or
             `(x, y)`, a `tf.data.Dataset` (batched or not, elements `x` or
             `(x, y)`) or a callable returning an iterable of arrays. For a
@@ -232,6 +234,9 @@ def to_tflite(
         return content
     import tensorflow as tf
 
+    from keras_compress.quantization import observers
+
+    quantization_aware = observers.is_quantization_aware(model)
     calibrate = mode in _INTEGER_MODES and representative_data is not None
     input_specs = _keras_input_specs(model)
     samples = None
@@ -274,12 +279,16 @@ def to_tflite(
         with _recurrent.unrolled(model) as rolled:
             function = _graph.serving_function(model, specs)
             concrete = function.get_concrete_function()
+        if mode == "int8" and quantization_aware:
+            # The file takes the ranges the model trained with from its
+            # fake-quant ops. Calibrating too would replace some of them
+            # (ConvNeXt: 98 % -> 64 % of the outputs within one step).
+            calibrate = False
+            samples = None
         if mode == "int8" and not calibrate:
-            from keras_compress.quantization import observers
-
             # A model with this library's QAT layers has fake-quant ops by
             # construction; only others need the (slower) graph search.
-            if not observers.is_quantization_aware(source):
+            if not quantization_aware:
                 _check_fake_quant_ranges(concrete.graph)
             _warn_if_ranges_never_learned(source)
         if calibrate and samples is None:

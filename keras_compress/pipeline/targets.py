@@ -1,7 +1,6 @@
 """Deployment targets of `compress()`: a file format and a precision."""
 
 from keras_compress import convert
-from keras_compress import quantization
 
 # name -> (file format, LiteRT mode or ONNX precision)
 TARGETS = {
@@ -59,7 +58,8 @@ def convert_to_target(model, target, calibration_data=None, ptq=None):
             algorithm=ptq.algorithm,
             representative_data=calibration_data,
         )
-    elif precision == "int8" and not quantization.is_quantization_aware(model):
+    elif precision == "int8":
+        # Not used for a quantization-aware model: it has its ranges.
         options["representative_data"] = calibration_data
     return convert.to_tflite(model, precision, verbose=0, **options)
 

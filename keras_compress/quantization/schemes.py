@@ -29,7 +29,8 @@ LayerNormalization with the deprecated `rms_scaling=True` stay float.
 
 A BatchNormalization is folded into the Dense or convolution before it
 where there is one (`quantize_api`); one after an Add, a pooling or a
-Concatenate (pre-activation networks) runs as an int8 MUL and ADD.
+Concatenate (pre-activation networks) runs as an int8 MUL and ADD, as does
+a Normalization layer.
 """
 
 import keras
@@ -225,8 +226,8 @@ class QuantizeScheme:
             return self._attention_config(layer)
         if isinstance(layer, L.LayerNormalization):
             return self._layer_norm_config(layer)
-        if isinstance(layer, L.BatchNormalization):
-            return self._batch_norm_config()
+        if isinstance(layer, (L.BatchNormalization, L.Normalization)):
+            return self._affine_config()
         if isinstance(layer, keras_private.APPLICATIONS_LAYER_SCALE):
             # ConvNeXt's `x * gamma`: an int8 MUL by a constant.
             return config_lib.LayerQuantizeConfig(
@@ -326,15 +327,17 @@ class QuantizeScheme:
             weights, self.activation_quantizer(), intermediates
         )
 
-    def _batch_norm_config(self):
-        """A BatchNormalization that no kernel precedes, as int8 MUL, ADD.
+    def _affine_config(self):
+        """A BatchNormalization no kernel precedes, or a Normalization,
+        as an int8 MUL and ADD.
 
-        In inference a BatchNorm is `x * multiplier + offset`, which the
+        In inference both are `x * multiplier + offset`, which the
         converter writes as a MUL and an ADD by per-channel constants.
         Pre-activation networks (ResNetV2, DenseNet) put BatchNorms after
         an Add, a pooling or a Concatenate, where they cannot be folded
-        (the planner folds every other one). Both constants are quantized
-        to 8 bits, as LiteRT stores them, and the product gets a range.
+        (the planner folds every other one); ConvNeXt normalizes its input
+        with a Normalization layer. Both constants are quantized to 8 bits,
+        as LiteRT stores them, and the product gets a range.
         """
         return config_lib.LayerQuantizeConfig(
             {},

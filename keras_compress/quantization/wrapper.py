@@ -24,8 +24,8 @@ FULLY_CONNECTED, BATCH_MATMUL or SOFTMAX; the query scale 1/sqrt(key_dim)
 is folded into the query projection, saving a MUL), `LayerNormalization`
 (computed step by step with a quantizer after each step, so that each of
 its MEAN, SUB, MUL, RSQRT and ADD ops runs on int8), a
-`BatchNormalization` that could not be folded (a quantizer after its
-MUL, constants quantized to 8 bits) and `Dense` on inputs
+`BatchNormalization` that could not be folded and `Normalization` (a
+quantizer after their MUL, constants quantized to 8 bits) and `Dense` on inputs
 of rank > 2 (a 2D matrix product, so that the converter fuses the bias
 into the int8 FULLY_CONNECTED instead of leaving a float ADD).
 """
@@ -41,6 +41,7 @@ from keras_compress import core
 from keras_compress import rewrite
 from keras_compress.clustering import constraints as cluster_constraints
 from keras_compress.core import keras_private
+from keras_compress.core import tracing
 from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import quantizers as quantizers_lib
@@ -160,7 +161,29 @@ _ATTENTION_TENSORS = ("query", "key", "value", "scores", "probs", "attention")
 _REQUIRED_INTERMEDIATES = {
     L.MultiHeadAttention: _ATTENTION_TENSORS,
     L.BatchNormalization: ("multiplier", "offset", "scaled"),
+    L.Normalization: ("multiplier", "offset", "scaled"),
 }
+# Per-channel affine maps in inference, which LiteRT runs as MUL and ADD.
+_AFFINE = (L.BatchNormalization, L.Normalization)
+
+
+def _affine_factors(layer, rank):
+    """`(multiplier, offset)` of an `_AFFINE` layer, broadcastable to its
+    rank-`rank` inputs, in float32."""
+    if isinstance(layer, L.BatchNormalization):
+        multiplier, offset = folding.fold_factors(layer)
+        shape = [1] * rank
+        shape[layer.axis] = -1
+        return ops.reshape(multiplier, shape), ops.reshape(offset, shape)
+    # keras.layers.Normalization: `(x - mean) / max(sqrt(variance), eps)`
+    # (or its inverse), with mean and variance in the broadcast shape.
+    mean = ops.cast(layer.mean, "float32")
+    std = ops.maximum(
+        ops.sqrt(ops.cast(layer.variance, "float32")), keras.config.epsilon()
+    )
+    if layer.invert:
+        return std, mean
+    return 1.0 / std, -mean / std
 
 
 def _matmul_form(equation, input_rank):
@@ -548,8 +571,8 @@ class QuantizeWrapper(core.CompressionWrapper):
             outputs = self._project_dense(inputs, values)
         elif isinstance(layer, L.LayerNormalization):
             outputs = self._layer_norm(inputs, values, training)
-        elif isinstance(layer, L.BatchNormalization):
-            outputs = self._batch_norm(inputs, training)
+        elif isinstance(layer, _AFFINE):
+            outputs = self._affine(inputs, training)
         elif isinstance(layer, L.MultiHeadAttention):
             outputs = self._attention(
                 inputs, *args, values=values, training=training, **kwargs
@@ -577,9 +600,18 @@ class QuantizeWrapper(core.CompressionWrapper):
             # A shared range belongs to another layer, which updates it.
             update = training and self._range_source is None
             quantizer, state = specs[0]
-            if isinstance(self.layer, _AVERAGE_POOLING) and "min" in state:
-                flat[0] = quantizers_lib.round_ties_as_litert_mean(
-                    flat[0], quantizer, state
+            if (
+                isinstance(self.layer, _AVERAGE_POOLING)
+                and "min" in state
+                and not tracing.in_converter_trace()
+            ):
+                # LiteRT's AVERAGE_POOL_2D rounds so by itself: this only
+                # makes Keras agree, and must not become ops in the file.
+                flat[0] = ops.cast(
+                    quantizers_lib.round_ties_as_litert_mean(
+                        flat[0], quantizer, state
+                    ),
+                    flat[0].dtype,
                 )
             flat = [
                 quantizer(tensor, update, state)
@@ -800,27 +832,24 @@ class QuantizeWrapper(core.CompressionWrapper):
             outputs = outputs + ops.reshape(beta, shape)
         return ops.cast(outputs, inputs.dtype)
 
-    def _batch_norm(self, inputs, training):
-        """A BatchNormalization as the int8 MUL and ADD LiteRT runs.
+    def _affine(self, inputs, training):
+        """A BatchNormalization or Normalization as LiteRT's int8 MUL, ADD.
 
-        With the moving statistics, in training too: as for a folded
-        BatchNorm, QAT trains gamma and beta and leaves the statistics
-        as they are, so that the ranges learned match the converted file.
+        Both are `x * multiplier + offset` per channel in inference. A
+        BatchNorm uses its moving statistics, in training too: as for a
+        folded one, QAT trains gamma and beta and leaves the statistics as
+        they are, so that the ranges learned match the converted file.
         """
-        layer = self.layer
         specs = self._intermediate_specs
 
         def quantize(name, tensor):
             quantizer, state = specs[name]
             return quantizer(tensor, training, state)
 
-        multiplier, offset = folding.fold_factors(layer)
-        shape = [1] * len(inputs.shape)
-        shape[layer.axis] = inputs.shape[layer.axis]
+        multiplier, offset = _affine_factors(self.layer, len(inputs.shape))
         x = ops.cast(inputs, "float32")
-        multiplier = ops.reshape(quantize("multiplier", multiplier), shape)
-        x = quantize("scaled", x * multiplier)
-        outputs = x + ops.reshape(quantize("offset", offset), shape)
+        x = quantize("scaled", x * quantize("multiplier", multiplier))
+        outputs = x + quantize("offset", offset)
         return ops.cast(outputs, inputs.dtype)
 
     def _masked_softmax(self, scores, attention_mask):

@@ -628,6 +628,23 @@ def test_int8_warns_when_qat_ranges_were_never_learned():
         to_tflite(model, "int8")
 
 
+def test_qat_int8_keeps_its_ranges_whatever_the_calibration_data():
+    # Calibration would replace ranges the model trained with; the file
+    # must compute what the QAT model computes.
+    from keras_compress import quantization
+
+    model = quantization.quantize_model(_tiny_dense_model())
+    model.compile("adam", "mse")
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    model.fit(x, x[:, :4], epochs=1, verbose=0)
+    far_off = 50.0 * x  # data that would calibrate very different ranges
+    assert to_tflite(model, "int8") == to_tflite(
+        model, "int8", representative_data=far_off
+    )
+    with pytest.raises(ValueError, match="shape"):
+        to_tflite(model, "int8", representative_data=x[:, :3])
+
+
 def test_integer_files_stay_dense_unless_asked(pruned_cnn):
     model, x = pruned_cnn
     assert kernel_sparsity(model) >= 0.5

@@ -652,13 +652,17 @@ def test_arithmetic_written_with_operators_is_quantized_as_merge_layers():
     )
 
 
-def test_convnext_layer_scale_and_stochastic_depth():
+def test_convnext_normalization_layer_scale_and_stochastic_depth():
     # keras.applications ConvNeXt's own layers: LayerScale is an int8 MUL
-    # by a quantized gamma, StochasticDepth the identity in the file.
+    # by a quantized gamma, StochasticDepth the identity in the file; its
+    # input Normalization runs as an int8 MUL and ADD.
     from keras_compress.core import keras_private
 
     inputs = keras.Input((6, 6, 8))
-    x = L.Dense(8)(inputs)
+    x = L.Normalization(mean=np.linspace(-1, 1, 8), variance=np.arange(1, 9))(
+        inputs
+    )
+    x = L.Dense(8)(x)
     x = keras_private.APPLICATIONS_LAYER_SCALE(0.5, 8, name="scale")(x)
     x = keras_private.APPLICATIONS_STOCHASTIC_DEPTH(0.1, name="drop")(x)
     x = L.Add()([inputs, x])
@@ -668,9 +672,8 @@ def test_convnext_layer_scale_and_stochastic_depth():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         qat = q.quantize_model(model)
-    assert [w.name for w in qat.layers if isinstance(w, q.QuantizeWrapper)][
-        1
-    ] == "quant_scale"
+    wrapped = [w.name for w in qat.layers if isinstance(w, q.QuantizeWrapper)]
+    assert wrapped[0] == "quant_normalization" and "quant_scale" in wrapped
     assert qat.get_layer("drop") is not None  # copied as it is
     litert_checks.compile_and_fit(qat, x, y)
     content = litert_checks.convert_qat(qat)
