@@ -43,13 +43,15 @@ from keras_compress.quantization import wrapper as wrapper_lib
 AUTO_SPARSITY_THRESHOLD = 0.1
 
 # Layers whose last LiteRT op (ADD, SUB, MUL) fuses a following ReLU; an
-# unfolded BatchNormalization or a Normalization runs as MUL then ADD.
+# unfolded BatchNormalization, a Normalization or a Rescaling runs as MUL
+# then ADD.
 _ENDS_IN_ADD = (
     keras.layers.Add,
     keras.layers.Subtract,
     keras.layers.Multiply,
     keras.layers.BatchNormalization,
     keras.layers.Normalization,
+    keras.layers.Rescaling,
 )
 
 

@@ -29,12 +29,13 @@ LayerNormalization with the deprecated `rms_scaling=True` stay float.
 
 A BatchNormalization is folded into the Dense or convolution before it
 where there is one (`quantize_api`); one after an Add, a pooling or a
-Concatenate (pre-activation networks) runs as an int8 MUL and ADD, as does
-a Normalization layer.
+Concatenate (pre-activation networks) runs as an int8 MUL and ADD, as do
+Normalization and Rescaling layers.
 """
 
 import keras
 from keras import layers as L
+from keras import ops
 
 from keras_compress.core import keras_private
 from keras_compress.quantization import quantize_config as config_lib
@@ -228,6 +229,11 @@ class QuantizeScheme:
             return self._layer_norm_config(layer)
         if isinstance(layer, (L.BatchNormalization, L.Normalization)):
             return self._affine_config()
+        if isinstance(layer, L.Rescaling) and (
+            len(ops.shape(layer.scale)) == 0
+            or keras.config.image_data_format() == "channels_last"
+        ):
+            return self._affine_config()
         if isinstance(layer, keras_private.APPLICATIONS_LAYER_SCALE):
             # ConvNeXt's `x * gamma`: an int8 MUL by a constant.
             return config_lib.LayerQuantizeConfig(
@@ -336,7 +342,8 @@ class QuantizeScheme:
         Pre-activation networks (ResNetV2, DenseNet) put BatchNorms after
         an Add, a pooling or a Concatenate, where they cannot be folded
         (the planner folds every other one); ConvNeXt normalizes its input
-        with a Normalization layer. Both constants are quantized to 8 bits,
+        with a Normalization layer, MobileNetV3 and EfficientNetV2 scale
+        theirs with a Rescaling layer. Both constants are quantized to 8 bits,
         as LiteRT stores them, and the product gets a range.
         """
         return config_lib.LayerQuantizeConfig(

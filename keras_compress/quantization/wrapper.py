@@ -24,10 +24,11 @@ FULLY_CONNECTED, BATCH_MATMUL or SOFTMAX; the query scale 1/sqrt(key_dim)
 is folded into the query projection, saving a MUL), `LayerNormalization`
 (computed step by step with a quantizer after each step, so that each of
 its MEAN, SUB, MUL, RSQRT and ADD ops runs on int8), a
-`BatchNormalization` that could not be folded and `Normalization` (a
-quantizer after their MUL, constants quantized to 8 bits) and `Dense` on inputs
-of rank > 2 (a 2D matrix product, so that the converter fuses the bias
-into the int8 FULLY_CONNECTED instead of leaving a float ADD).
+`BatchNormalization` that could not be folded, `Normalization` and
+`Rescaling` (a quantizer after their MUL, constants quantized to 8 bits)
+and `Dense` on inputs of rank > 2 (a 2D matrix product, so that the
+converter fuses the bias into the int8 FULLY_CONNECTED instead of leaving
+a float ADD).
 """
 
 import math
@@ -162,9 +163,10 @@ _REQUIRED_INTERMEDIATES = {
     L.MultiHeadAttention: _ATTENTION_TENSORS,
     L.BatchNormalization: ("multiplier", "offset", "scaled"),
     L.Normalization: ("multiplier", "offset", "scaled"),
+    L.Rescaling: ("multiplier", "offset", "scaled"),
 }
 # Per-channel affine maps in inference, which LiteRT runs as MUL and ADD.
-_AFFINE = (L.BatchNormalization, L.Normalization)
+_AFFINE = (L.BatchNormalization, L.Normalization, L.Rescaling)
 
 
 def _affine_factors(layer, rank):
@@ -175,6 +177,11 @@ def _affine_factors(layer, rank):
         shape = [1] * rank
         shape[layer.axis] = -1
         return ops.reshape(multiplier, shape), ops.reshape(offset, shape)
+    if isinstance(layer, L.Rescaling):  # channels last (see schemes.py)
+        return (
+            ops.cast(layer.scale, "float32"),
+            ops.cast(layer.offset, "float32"),
+        )
     # keras.layers.Normalization: `(x - mean) / max(sqrt(variance), eps)`
     # (or its inverse), with mean and variance in the broadcast shape.
     mean = ops.cast(layer.mean, "float32")
@@ -833,9 +840,10 @@ class QuantizeWrapper(core.CompressionWrapper):
         return ops.cast(outputs, inputs.dtype)
 
     def _affine(self, inputs, training):
-        """A BatchNormalization or Normalization as LiteRT's int8 MUL, ADD.
+        """A BatchNormalization, Normalization or Rescaling as LiteRT's
+        int8 MUL and ADD.
 
-        Both are `x * multiplier + offset` per channel in inference. A
+        All are `x * multiplier + offset` per channel in inference. A
         BatchNorm uses its moving statistics, in training too: as for a
         folded one, QAT trains gamma and beta and leaves the statistics as
         they are, so that the ranges learned match the converted file.

@@ -652,15 +652,16 @@ def test_arithmetic_written_with_operators_is_quantized_as_merge_layers():
     )
 
 
-def test_convnext_normalization_layer_scale_and_stochastic_depth():
+def test_preprocessing_layer_scale_and_stochastic_depth():
     # keras.applications ConvNeXt's own layers: LayerScale is an int8 MUL
-    # by a quantized gamma, StochasticDepth the identity in the file; its
-    # input Normalization runs as an int8 MUL and ADD.
+    # by a quantized gamma, StochasticDepth the identity in the file; the
+    # Rescaling and Normalization of the input run as int8 MUL and ADD.
     from keras_compress.core import keras_private
 
     inputs = keras.Input((6, 6, 8))
+    x = L.Rescaling(0.5, offset=-1.0)(inputs)
     x = L.Normalization(mean=np.linspace(-1, 1, 8), variance=np.arange(1, 9))(
-        inputs
+        x
     )
     x = L.Dense(8)(x)
     x = keras_private.APPLICATIONS_LAYER_SCALE(0.5, 8, name="scale")(x)
@@ -673,7 +674,8 @@ def test_convnext_normalization_layer_scale_and_stochastic_depth():
         warnings.simplefilter("error")
         qat = q.quantize_model(model)
     wrapped = [w.name for w in qat.layers if isinstance(w, q.QuantizeWrapper)]
-    assert wrapped[0] == "quant_normalization" and "quant_scale" in wrapped
+    assert wrapped[:2] == ["quant_rescaling", "quant_normalization"]
+    assert "quant_scale" in wrapped
     assert qat.get_layer("drop") is not None  # copied as it is
     litert_checks.compile_and_fit(qat, x, y)
     content = litert_checks.convert_qat(qat)
