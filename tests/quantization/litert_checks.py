@@ -162,6 +162,20 @@ def check_matches_keras(
     return within_one, float(diff.max() / step)
 
 
+def check_integer_file_follows_keras(model, x):
+    """Converts a trained QAT `model` to int8 and asserts that the file is
+    integer end to end and follows the Keras model on `x`.
+
+    Returns:
+        The file's bytes.
+    """
+    content = convert_qat(model)
+    check_integer_end_to_end(content)
+    outputs = run(content, x)
+    check_matches_keras(predict(model, x), outputs, output_step(content))
+    return content
+
+
 def toy_images(shape, num_classes, n, seed):
     """A separable image problem: a fixed pattern per class plus noise."""
     patterns = np.random.default_rng(123).uniform(

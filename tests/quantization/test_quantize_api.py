@@ -226,13 +226,7 @@ def test_sequential_functional_and_nested_graphs():
     assert quantized_inner.layers[0].batch_norm is not None
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
     litert_checks.observe(qat, x)
-    content = litert_checks.convert_qat(qat)
-    litert_checks.check_integer_end_to_end(content)
-    litert_checks.check_matches_keras(
-        litert_checks.predict(qat, x),
-        litert_checks.run(content, x),
-        litert_checks.output_step(content),
-    )
+    litert_checks.check_integer_file_follows_keras(qat, x)
 
 
 def test_subclassed_model_is_quantized_through_an_outer_model():
@@ -248,13 +242,7 @@ def test_subclassed_model_is_quantized_through_an_outer_model():
     helpers.compile_for_test(qat)
     qat.fit(x, y, epochs=2, batch_size=16, verbose=0)
     assert q.unobserved_quantizers(qat) == []
-    content = litert_checks.convert_qat(qat)
-    litert_checks.check_integer_end_to_end(content)
-    litert_checks.check_matches_keras(
-        litert_checks.predict(qat, x),
-        litert_checks.run(content, x),
-        litert_checks.output_step(content),
-    )
+    litert_checks.check_integer_file_follows_keras(qat, x)
     # The user's model is untouched: same weights, own activation and call.
     for before, after in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(before, after)
@@ -610,13 +598,7 @@ def test_subclassed_batch_norm_is_folded_when_nothing_else_reads_the_conv(
     np.testing.assert_allclose(
         litert_checks.predict(loaded, x), litert_checks.predict(qat, x)
     )
-    content = litert_checks.convert_qat(qat)
-    litert_checks.check_integer_end_to_end(content)
-    litert_checks.check_matches_keras(
-        litert_checks.predict(qat, x),
-        litert_checks.run(content, x),
-        litert_checks.output_step(content),
-    )
+    litert_checks.check_integer_file_follows_keras(qat, x)
 
 
 def test_arithmetic_written_with_operators_is_quantized_as_merge_layers():
@@ -643,13 +625,7 @@ def test_arithmetic_written_with_operators_is_quantized_as_merge_layers():
     ]
     assert merges == ["Add", "Multiply", "Subtract"]
     litert_checks.compile_and_fit(qat, x, y)
-    content = litert_checks.convert_qat(qat)
-    litert_checks.check_integer_end_to_end(content)
-    litert_checks.check_matches_keras(
-        litert_checks.predict(qat, x),
-        litert_checks.run(content, x),
-        litert_checks.output_step(content),
-    )
+    litert_checks.check_integer_file_follows_keras(qat, x)
 
 
 def test_preprocessing_layer_scale_and_stochastic_depth():
@@ -660,9 +636,7 @@ def test_preprocessing_layer_scale_and_stochastic_depth():
 
     inputs = keras.Input((6, 6, 8))
     x = L.Rescaling(0.5, offset=-1.0)(inputs)
-    x = L.Normalization(mean=np.linspace(-1, 1, 8), variance=np.arange(1, 9))(
-        x
-    )
+    x = L.Normalization(mean=np.linspace(-1, 1, 8), variance=np.arange(1, 9))(x)
     x = L.Dense(8)(x)
     x = keras_private.APPLICATIONS_LAYER_SCALE(0.5, 8, name="scale")(x)
     x = keras_private.APPLICATIONS_STOCHASTIC_DEPTH(0.1, name="drop")(x)
@@ -678,10 +652,4 @@ def test_preprocessing_layer_scale_and_stochastic_depth():
     assert "quant_scale" in wrapped
     assert qat.get_layer("drop") is not None  # copied as it is
     litert_checks.compile_and_fit(qat, x, y)
-    content = litert_checks.convert_qat(qat)
-    litert_checks.check_integer_end_to_end(content)
-    litert_checks.check_matches_keras(
-        litert_checks.predict(qat, x),
-        litert_checks.run(content, x),
-        litert_checks.output_step(content),
-    )
+    litert_checks.check_integer_file_follows_keras(qat, x)
