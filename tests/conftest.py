@@ -57,25 +57,3 @@ def strategy():
     """
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     return tf.distribute.MirroredStrategy(devices)
-
-
-# The longest tests (a minute or more each, or a module fixture that
-# long), collected first: with `--dist worksteal` a long test that starts
-# last ends the run alone on one worker while the others wait.
-_LONGEST_FIRST = (
-    "tests/zoo/",
-    "tests/test_demo.py",
-    "tests/pipeline/test_multiworker.py",
-    "tests/test_readme.py",
-    "tests/test_examples.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    def rank(item):
-        for index, prefix in enumerate(_LONGEST_FIRST):
-            if item.nodeid.startswith(prefix):
-                return index
-        return len(_LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the rest keep their order

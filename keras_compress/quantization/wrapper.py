@@ -609,11 +609,13 @@ class QuantizeWrapper(core.CompressionWrapper):
             quantizer, state = specs[0]
             if (
                 isinstance(self.layer, _AVERAGE_POOLING)
+                and self._range_source is not None
                 and "min" in state
                 and not tracing.in_converter_trace()
             ):
-                # LiteRT's AVERAGE_POOL_2D rounds so by itself: this only
-                # makes Keras agree, and must not become ops in the file.
+                # On its input's grid, LiteRT's AVERAGE_POOL_2D rounds so by
+                # itself: this only makes Keras agree, and must not become
+                # ops in the file.
                 flat[0] = ops.cast(
                     quantizers_lib.round_ties_as_litert_mean(
                         flat[0], quantizer, state
