@@ -49,10 +49,7 @@ _ENDS_IN_ADD = (
     keras.layers.Add,
     keras.layers.Subtract,
     keras.layers.Multiply,
-    keras.layers.BatchNormalization,
-    keras.layers.Normalization,
-    keras.layers.Rescaling,
-)
+) + wrapper_lib._AFFINE
 
 
 @dataclasses.dataclass

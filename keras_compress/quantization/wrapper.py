@@ -159,14 +159,12 @@ def _shared_input_range(wrapper, inputs):
 _ATTENTION_TENSORS = ("query", "key", "value", "scores", "probs", "attention")
 # The tensors inside a layer that the wrapper computes itself and that
 # LiteRT needs a range for.
-_REQUIRED_INTERMEDIATES = {
-    L.MultiHeadAttention: _ATTENTION_TENSORS,
-    L.BatchNormalization: ("multiplier", "offset", "scaled"),
-    L.Normalization: ("multiplier", "offset", "scaled"),
-    L.Rescaling: ("multiplier", "offset", "scaled"),
-}
 # Per-channel affine maps in inference, which LiteRT runs as MUL and ADD.
 _AFFINE = (L.BatchNormalization, L.Normalization, L.Rescaling)
+_REQUIRED_INTERMEDIATES = {
+    L.MultiHeadAttention: _ATTENTION_TENSORS,
+    **{kind: ("multiplier", "offset", "scaled") for kind in _AFFINE},
+}
 
 
 def _affine_factors(layer, rank):
