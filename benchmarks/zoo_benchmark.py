@@ -2,7 +2,7 @@
 
 Runs `tests/zoo` with `KERAS_COMPRESS_ZOO=all` (every architecture of
 `tests/zoo/architectures.py` x every technique of `tests/zoo/test_zoo.py`;
-CI runs two cells), one pytest process per architecture so that each
+CI runs a few cells), one pytest process per architecture so that each
 process's peak memory is that architecture's, and prints
 
 - the coverage table: a row per architecture, a column per technique
@@ -11,7 +11,8 @@ process's peak memory is that architecture's, and prints
   the file's bytes, the peak memory of the process (MB) and the ops the
   file computes in float.
 
-`--write-docs` puts both into `docs/zoo.md` between its markers. Usage:
+`--write-docs` puts both into `docs/zoo.md` between its markers, keeping
+the rows of the architectures this run leaves out. Usage:
 
     python benchmarks/zoo_benchmark.py                      # every cell
     python benchmarks/zoo_benchmark.py --architectures MobileNetV2
@@ -47,11 +48,11 @@ def _architectures():
     tree = ast.parse(text)
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
-            isinstance(t, ast.Name) and t.id == "_BUILDERS"
+            isinstance(t, ast.Name) and t.id == "_ARCHITECTURES"
             for t in node.targets
         ):
             return [key.value for key in node.value.keys]
-    raise ValueError("architectures.py has no _BUILDERS.")
+    raise ValueError("architectures.py has no _ARCHITECTURES.")
 
 
 def run_architecture(architecture, xml_path):
@@ -92,12 +93,31 @@ def read_cells(xml_path):
     return cells
 
 
+def previous_rows():
+    """`{architecture: [row, ...]}` of both tables now in the docs, to keep
+    the rows of architectures a run leaves out."""
+    text = DOCS.read_text().split(_BEGIN, 1)[1].split(_END, 1)[0]
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith(
+            ("| architecture ", "| cell ")
+        ):
+            first = line[2:].split(" |", 1)[0]
+            rows.setdefault(first.split(" ")[0], []).append(line)
+    return rows
+
+
 def coverage_table(cells, architectures, techniques, unsupported):
     lines = [
         "| architecture | " + " | ".join(techniques) + " |",
         "|---|" + "---|" * len(techniques),
     ]
+    kept = previous_rows()
+    run = {architecture for architecture, _ in cells}
     for architecture in architectures:
+        if architecture not in run and architecture in kept:
+            lines.append(kept[architecture][0])  # not rerun this time
+            continue
         row = []
         for technique in techniques:
             cell = cells.get((architecture, technique))
@@ -111,12 +131,18 @@ def coverage_table(cells, architectures, techniques, unsupported):
     return "\n".join(lines)
 
 
-def detail_table(cells):
+def detail_table(cells, architectures):
     lines = [
         "| cell | apply + 1 epoch (s) | convert (s) | bytes | peak MB "
         "| float ops in an int8 file | failure |",
         "|---|---|---|---|---|---|---|",
     ]
+    kept = previous_rows()
+    rows = []
+    run = {architecture for architecture, _ in cells}
+    for architecture in architectures:
+        if architecture not in run:
+            rows.extend(kept.get(architecture, [])[1:])
     for (architecture, technique), cell in sorted(cells.items()):
         size = cell.get("bytes")
         figures = [
@@ -128,12 +154,12 @@ def detail_table(cells):
             cell.get("float_ops", "") if "within_one_step" in cell else "",
             cell.get("message", "").replace("|", "/")[:160],
         ]
-        lines.append(
+        rows.append(
             f"| {architecture} {technique} | "
             + " | ".join(str(f) for f in figures)
             + " |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + sorted(rows))
 
 
 def full_size_resnet():
@@ -243,9 +269,10 @@ def main(argv=None):
     text = (
         coverage_table(cells, architectures, techniques, unsupported)
         + "\n\n"
-        + detail_table(cells)
-        + f"\n\n{len(cells)} cells, {minutes:.0f} min of test time "
-        "(`python benchmarks/zoo_benchmark.py`)."
+        + detail_table(cells, architectures)
+        + f"\n\nThis run: {len(cells)} cells, {minutes:.0f} min of test time "
+        "(`python benchmarks/zoo_benchmark.py`); the rows of architectures "
+        "it did not run are those of the previous run."
     )
     print(text)
     if args.write_docs:

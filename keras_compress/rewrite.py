@@ -30,6 +30,32 @@ def is_graph_model(model):
     return isinstance(model, (keras.Sequential, keras_private.Functional))
 
 
+def opens_up(layer):
+    """True for a layer that techniques compress from the inside.
+
+    That is a nested subclassed model, or a custom layer made of other
+    layers (KerasHub's `TransformerEncoder`, a user's residual block): its
+    forward pass is Python code, so its sub-layers are compressed where they
+    are, as in a subclassed model (`core.OwningModel`). Keras's own
+    composite layers (MultiHeadAttention, RNN, Bidirectional, ...) are
+    units each technique knows as a whole, and are not opened.
+    """
+    if isinstance(layer, keras.Model):
+        return not is_graph_model(layer)
+    for cls in type(layer).__mro__:
+        if cls.__module__.split(".")[0] == "keras":
+            if cls is not keras.layers.Layer:
+                # A Keras layer or a subclass of one (KerasHub's
+                # CachedMultiHeadAttention is a MultiHeadAttention).
+                return False
+            break
+    return any(
+        child.weights
+        for child in keras_private.child_layers(layer)
+        if isinstance(child, keras.layers.Layer)
+    )
+
+
 def check_built(model, argument="model"):
     """Raises a ValueError unless `model` has been built."""
     if not model.built:
@@ -154,10 +180,21 @@ def copy_with_entries(model, select, params):
     """
     copy = copy_layer(model)
     entries, names = [], []
+    inside_chosen = set()
     for index, (original, copied) in enumerate(
         zip(leaf_layers(model), leaf_layers(copy))
     ):
+        if id(original) in inside_chosen:
+            # Part of a chosen unit (a MultiHeadAttention's projections):
+            # compressed with it, not a second time on its own.
+            continue
         if select(original):
+            inside_chosen.update(
+                id(sub)
+                for sub in keras_private.flatten_layers(
+                    original, include_self=False
+                )
+            )
             settings = params(original) if callable(params) else params
             entries.append(
                 {
@@ -252,7 +289,9 @@ def copy_layer(layer):
     else:
         clone = layer.__class__.from_config(layer.get_config())
         build_config = layer.get_build_config()
-        if build_config:
+        # Some layers build themselves from their config (KerasHub's
+        # TransformerDecoder records its input shapes there).
+        if build_config and not clone.built:
             clone.build_from_config(build_config)
     clone.set_weights(layer.get_weights())
     return clone
@@ -327,6 +366,25 @@ def symbolic_inputs(input_shape):
     return keras.tree.map_shape_structure(
         lambda shape: keras.KerasTensor(shape), input_shape
     )
+
+
+def built_input_shape(layer):
+    """The shape (batch `None`) of the first argument `layer` was built
+    for, from its build config, or `None` where it records none.
+
+    Layers built through Keras record `{"input_shape": ...}`, or one shape
+    per `build()` argument (`{"shapes_dict": {"query_shape": ...}}`).
+    """
+    config = layer.get_build_config() or {}
+    if "input_shape" in config:
+        shape = config["input_shape"]
+    else:
+        shape = next(iter(config.get("shapes_dict", {}).values()), None)
+    if shape is None:
+        return None
+    if shape and isinstance(shape[0], (list, tuple)):  # a list of inputs
+        return [(None,) + tuple(s)[1:] for s in shape]
+    return (None,) + tuple(shape)[1:]
 
 
 def call_symbolically(model, input_shape):

@@ -165,3 +165,82 @@ def test_inline_nested_models_flattens_and_computes_the_same():
     )
     flat_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     assert rewrite.inline_nested_models(flat_model) is flat_model
+
+
+class _Block(keras.layers.Layer):
+    """A custom layer made of layers (as KerasHub writes its blocks)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4)
+
+    def build(self, input_shape):
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return inputs + self.dense(inputs)
+
+
+class _SelfBuildingDense(keras.layers.Dense):
+    """Builds itself in __init__ from a shape its config records, as
+    KerasHub's TransformerDecoder does."""
+
+    def __init__(self, units, input_dim=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self.input_dim = input_dim
+        if input_dim:
+            self.build((None, input_dim))
+
+    def get_config(self):
+        return {**super().get_config(), "input_dim": self.input_dim}
+
+
+def test_opens_up_custom_blocks_but_not_keras_units():
+    block = _Block()
+    block.build((None, 4))
+    assert rewrite.opens_up(block)
+    # Keras's own composite layers, and subclasses of them, are units.
+    attention = keras.layers.MultiHeadAttention(2, 4)
+    attention.build((None, 3, 4), (None, 3, 4))
+    assert not rewrite.opens_up(attention)
+
+    class CachedAttention(keras.layers.MultiHeadAttention):
+        pass
+
+    cached = CachedAttention(2, 4)
+    cached.build((None, 3, 4), (None, 3, 4))
+    assert not rewrite.opens_up(cached)
+    assert not rewrite.opens_up(keras.layers.Dense(2))
+    # A graph model is rewritten node by node; a subclassed one is opened.
+    graph, _, _ = helpers.make_model("functional")
+    assert not rewrite.opens_up(graph)
+    assert rewrite.opens_up(helpers.subclassed_mlp())
+
+
+def test_copy_layer_of_a_layer_that_builds_itself_from_its_config():
+    layer = _SelfBuildingDense(3, input_dim=5)
+    copy = rewrite.copy_layer(layer)  # no second build: it would fail
+    assert copy.built
+    for a, b in zip(copy.get_weights(), layer.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_copy_with_entries_takes_a_unit_without_its_sub_layers():
+    # Selecting every prunable layer of a model holding a MultiHeadAttention
+    # picks the attention once, not also its four projections.
+    class Model(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.attention = keras.layers.MultiHeadAttention(2, 4)
+            self.head = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.head(self.attention(x, x))
+
+    model = Model()
+    model(np.zeros((1, 3, 4), "float32"))
+    _, entries, names = rewrite.copy_with_entries(
+        model, lambda layer: bool(layer.weights), {}
+    )
+    assert [e["class_name"] for e in entries] == ["MultiHeadAttention", "Dense"]
+    assert len(names) == 2

@@ -145,7 +145,8 @@ def cluster_weights(
         return True
 
     def replace(layer):
-        if isinstance(layer, keras.Model):  # nested subclassed model
+        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
+            # A subclassed model or a custom block: clustered from the inside.
             return clustered_model_lib.ClusteredModel.from_subclassed(
                 layer, should_cluster, params, clustered_names
             )

@@ -98,8 +98,9 @@ def run_tflite(model_content, x, batch_size=256, num_threads=None):
 
     Args:
         model_content: The flatbuffer bytes or a path to a `.tflite` file.
-        x: Inputs, batch first: a NumPy array, or a list of arrays for a
-            model with several inputs (in the file's input order).
+        x: Inputs, batch first: a NumPy array, or for a model with
+            several inputs a list of arrays (in the file's input order) or
+            a dict of them by input name (as the Keras model takes them).
         batch_size: Samples per `invoke()`. The input tensor is resized to
             this batch; if the file does not allow resizing, samples are
             run one at a time.
@@ -118,15 +119,14 @@ def run_tflite(model_content, x, batch_size=256, num_threads=None):
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
     content = _files.read_model_bytes(model_content)
-    inputs = list(x) if isinstance(x, (list, tuple)) else [x]
-    inputs = [np.asarray(a) for a in inputs]
+    probe = _make_interpreter(content, num_threads)
+    inputs = _ordered_inputs(probe, x, "x")
     num_samples = len(inputs[0])
     if any(len(a) != num_samples for a in inputs):
         raise ValueError(
             "All inputs in `x` must have the same number of samples; got "
             f"{[len(a) for a in inputs]}."
         )
-    probe = _make_interpreter(content, num_threads)
     if len(probe.get_input_details()) != len(inputs):
         raise ValueError(
             f"The file has {len(probe.get_input_details())} input(s) but "
@@ -138,6 +138,29 @@ def run_tflite(model_content, x, batch_size=256, num_threads=None):
         # Some files have a fixed batch size; run them sample by sample.
         outputs = _run_batched(content, inputs, 1, num_threads)
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _ordered_inputs(interpreter, x, argument):
+    """`x` as a list of arrays in the file's input order.
+
+    A dict is matched to the file's inputs by name: the converter names
+    them after the Keras model's inputs (`keras.Input(name=...)`).
+    """
+    if not isinstance(x, dict):
+        inputs = list(x) if isinstance(x, (list, tuple)) else [x]
+        return [np.asarray(a) for a in inputs]
+    runner = interpreter.get_signature_runner()
+    by_index = {
+        detail["index"]: name
+        for name, detail in runner.get_input_details().items()
+    }
+    names = [by_index[d["index"]] for d in interpreter.get_input_details()]
+    if sorted(names) != sorted(x):
+        raise ValueError(
+            f"`{argument}` has inputs {sorted(x)} but the file's inputs are "
+            f"{sorted(names)}. Give one array per file input, by name."
+        )
+    return [np.asarray(x[name]) for name in names]
 
 
 def _run_batched(content, inputs, batch_size, num_threads):
@@ -170,7 +193,8 @@ def measure_latency(
 
     Args:
         model_content: The flatbuffer bytes or a path to a `.tflite` file.
-        sample: One input batch of size 1 (or a list, one per input);
+        sample: One input batch of size 1 (a list or a dict by name for
+            several inputs);
             `None` uses random values of the file's input shape.
         num_runs: Timed invocations.
         num_warmup: Untimed invocations first (caches, thread pools).
@@ -190,8 +214,9 @@ def measure_latency(
     content = _files.read_model_bytes(model_content)
     shapes = None
     if sample is not None:
-        sample = list(sample) if isinstance(sample, (list, tuple)) else [sample]
-        sample = [np.asarray(s) for s in sample]
+        sample = _ordered_inputs(
+            _make_interpreter(content, num_threads), sample, "sample"
+        )
         shapes = [s.shape for s in sample]
     interpreter = _allocated_interpreter(content, num_threads, shapes)
     details = interpreter.get_input_details()

@@ -266,6 +266,22 @@ _NUMPY_TYPES = {
 }
 
 
+def _ordered_inputs(details, x, argument):
+    """`x` as a list of arrays in the session's input order; a dict is
+    matched by name (the converter names the inputs after the Keras
+    model's, tf2onnx may add a ":0")."""
+    if not isinstance(x, dict):
+        inputs = list(x) if isinstance(x, (list, tuple)) else [x]
+        return [np.asarray(a) for a in inputs]
+    names = [d.name.split(":")[0] for d in details]
+    if sorted(names) != sorted(x):
+        raise ValueError(
+            f"`{argument}` has inputs {sorted(x)} but the file's inputs are "
+            f"{sorted(names)}. Give one array per file input, by name."
+        )
+    return [np.asarray(x[name]) for name in names]
+
+
 def run_onnx(
     model_content, x, batch_size=256, num_threads=None, providers=None
 ):
@@ -273,8 +289,9 @@ def run_onnx(
 
     Args:
         model_content: The ONNX bytes or a path to a `.onnx` file.
-        x: Inputs, batch first: a NumPy array, or a list of arrays for a
-            model with several inputs (in the file's input order).
+        x: Inputs, batch first: a NumPy array, or for a model with
+            several inputs a list of arrays (in the file's input order) or
+            a dict of them by input name (as the Keras model takes them).
         batch_size: Samples per run. A file with a fixed batch size runs
             in chunks of that size instead (the last one padded).
         num_threads: ONNX Runtime intra-op threads (`None`: its default,
@@ -298,8 +315,7 @@ def run_onnx(
     content = _files.read_model_bytes(model_content)
     session = _session(content, num_threads, providers)
     details = session.get_inputs()
-    inputs = list(x) if isinstance(x, (list, tuple)) else [x]
-    inputs = [np.asarray(a) for a in inputs]
+    inputs = _ordered_inputs(details, x, "x")
     if len(details) != len(inputs):
         raise ValueError(
             f"The file has {len(details)} input(s) but `x` gives {len(inputs)}."
@@ -352,7 +368,8 @@ def measure_onnx_latency(
 
     Args:
         model_content: The ONNX bytes or a path to a `.onnx` file.
-        sample: One input batch of size 1 (or a list, one per input);
+        sample: One input batch of size 1 (a list or a dict by name for
+            several inputs);
             `None` uses random values of the file's input shape.
         num_runs: Timed runs.
         num_warmup: Untimed runs first.
@@ -386,7 +403,7 @@ def measure_onnx_latency(
             )
             for detail in details
         ]
-    sample = list(sample) if isinstance(sample, (list, tuple)) else [sample]
+    sample = _ordered_inputs(details, sample, "sample")
     feed = {
         d.name: np.asarray(s).astype(_NUMPY_TYPES.get(d.type, np.float32))
         for d, s in zip(details, sample)

@@ -3,6 +3,7 @@
 import collections
 import dataclasses
 
+import keras
 import numpy as np
 
 from keras_compress import data_checks
@@ -180,7 +181,8 @@ def verify(
             single-output model).
         model_content: The file's bytes or a path to a `.tflite` or
             `.onnx` file.
-        x: Inputs, batch first (a list of arrays for several inputs).
+        x: Inputs, batch first (a list of arrays, or a dict by input
+            name, for several inputs).
         y: Optional integer class labels (one-hot labels are accepted).
         batch_size: Batch size for both models.
         latency_runs: Timed single-sample runs; 0 skips the measurement.
@@ -204,7 +206,7 @@ def verify(
     data_checks.check_inputs(x, "x")
     labels = None
     if y is not None:
-        first = x[0] if isinstance(x, (list, tuple)) else x
+        first = keras.tree.flatten(x)[0]
         labels = data_checks.check_labels(
             y, "y", len(first), data_checks.num_classes(keras_model)
         )
@@ -267,7 +269,7 @@ def verify(
     raw, gzipped = interpreter.file_sizes(content)
     latency = None
     if latency_runs:
-        sample = [a[:1] for a in x] if isinstance(x, (list, tuple)) else x[:1]
+        sample = keras.tree.map_structure(lambda a: a[:1], x)
         latency = time_one(sample, latency_runs)
     diff = np.abs(keras_out - file_out)
     return VerificationReport(

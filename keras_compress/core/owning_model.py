@@ -73,8 +73,10 @@ class OwningModel(keras.Model):
         """
         raise NotImplementedError
 
-    def call(self, inputs, training=None):
-        return self.model(inputs, training=training)
+    def call(self, inputs, *args, training=None, **kwargs):
+        # A custom layer opened up in a graph (`rewrite.opens_up`) may take
+        # more arguments than its input (KerasHub's `padding_mask=`).
+        return self.model(inputs, *args, training=training, **kwargs)
 
     @classmethod
     def from_subclassed(cls, model, select, params, names):
@@ -95,7 +97,9 @@ class OwningModel(keras.Model):
         if not entries:
             return copy
         owner = cls(copy, entries)
-        rewrite.call_symbolically(owner, copy.get_build_config()["input_shape"])
+        # The original's record: a copy that built itself from its config
+        # (KerasHub's TransformerDecoder) has none.
+        rewrite.call_symbolically(owner, rewrite.built_input_shape(model))
         return owner
 
     @staticmethod
@@ -132,12 +136,15 @@ class _InputShapeRecorder:
         self.call = call
         self.shape = None
 
-    def __call__(self, inputs, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
+        # The first argument, also when passed by keyword (KerasHub calls
+        # its attention layers with `query=`).
+        inputs = args[0] if args else next(iter(kwargs.values()))
         if self.shape is None:
             self.shape = keras.tree.map_structure(
                 lambda t: (None,) + tuple(t.shape)[1:], inputs
             )
-        return self.call(inputs, *args, **kwargs)
+        return self.call(*args, **kwargs)
 
 
 def _call_input_shapes(model, layers, input_shape):
@@ -158,6 +165,10 @@ def _call_input_shapes(model, layers, input_shape):
         for layer, recorder in zip(layers, recorders):
             object.__setattr__(layer, "call", recorder.call)
     for layer, recorder in zip(layers, recorders):
+        if recorder.shape is None:
+            # A layer with its own `compute_output_spec` (MultiHeadAttention)
+            # is not run on symbolic inputs; its build config has the shape.
+            recorder.shape = rewrite.built_input_shape(layer)
         if recorder.shape is None:
             raise ValueError(
                 f"Layer '{layer.name}' ({type(layer).__name__}) of "

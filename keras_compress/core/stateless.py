@@ -9,6 +9,8 @@ maps it in an outer scope that an inner scope hides), so a partial mapping
 would leave, say, a convolution's bias without one.
 """
 
+import inspect
+
 import keras
 
 from keras_compress.core import keras_private
@@ -88,10 +90,17 @@ class RoutedCall:
     user's code.
     """
 
-    def __init__(self, wrapper):
+    def __init__(self, wrapper, first_argument="inputs"):
         self.wrapper = wrapper
+        self.first_argument = first_argument
 
-    def __call__(self, inputs, *args, training=None, **kwargs):
+    def __call__(self, *args, training=None, **kwargs):
+        # Wrappers take the layer's first argument positionally; KerasHub
+        # passes it by keyword (`attention(query=x, value=x)`).
+        if args:
+            inputs, *args = args
+        else:
+            inputs = kwargs.pop(self.first_argument)
         if training is None:
             # The layer's own signature may have no `training` argument;
             # Keras keeps the value of the outermost call in its context.
@@ -103,4 +112,5 @@ def route_call(layer, wrapper):
     """Makes `layer.call` run through `wrapper.call` (see `RoutedCall`)."""
     if not is_routed(layer):
         object.__setattr__(layer, ORIGINAL_CALL, layer.call)
-    object.__setattr__(layer, "call", RoutedCall(wrapper))
+    first = next(iter(inspect.signature(original_call(layer)).parameters))
+    object.__setattr__(layer, "call", RoutedCall(wrapper, first))

@@ -214,6 +214,20 @@ def factorize(
     choose_rank = _rank_chooser(rank, rank_ratio, energy)
     candidates, in_subclassed = _candidates(model)
     chosen = _select(model, candidates, in_subclassed, layers)
+    if not chosen:
+        inside = sorted(set(in_subclassed.values()))
+        raise ValueError(
+            f"factorize() found no Dense or Conv2D layer it can replace in "
+            f"'{model.name}'"
+            + (
+                f": its layers with kernels are inside {inside} (subclassed "
+                "models or custom layers), whose call() cannot be rewritten "
+                "to use two layers. Factorize them in their classes' code "
+                "with keras_compress.lowrank.factorize_layer."
+                if inside
+                else "."
+            )
+        )
 
     replacements = {}
     rows = []
@@ -460,7 +474,7 @@ def _candidates(model):
             path = prefix + layer.name
             if rewrite.is_graph_model(layer):
                 walk(layer, path + "/")
-            elif isinstance(layer, keras.Model):
+            elif rewrite.opens_up(layer):  # a subclassed model, a block
                 for inner_path, inner in rewrite.iter_layers(layer):
                     in_subclassed[inner.name] = path
                     in_subclassed[f"{path}/{inner_path}"] = path
@@ -492,11 +506,11 @@ def _select(model, candidates, in_subclassed, names):
         if not found:
             if name in in_subclassed:
                 raise ValueError(
-                    f"Layer '{name}' in `layers` is inside the subclassed "
-                    f"model '{in_subclassed[name]}', whose call() cannot be "
-                    "rewritten to use two layers. Factorize it in that "
-                    "model's code with keras_compress.lowrank."
-                    "factorize_layer."
+                    f"Layer '{name}' in `layers` is inside "
+                    f"'{in_subclassed[name]}' (a subclassed model or custom "
+                    "layer), whose call() cannot be rewritten to use two "
+                    "layers. Factorize it in that class's code with "
+                    "keras_compress.lowrank.factorize_layer."
                 )
             known = [path for path, _ in candidates]
             raise ValueError(

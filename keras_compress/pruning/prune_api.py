@@ -163,7 +163,8 @@ def prune_low_magnitude(
         return True
 
     def replace(layer):
-        if isinstance(layer, keras.Model):  # nested subclassed model
+        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
+            # A subclassed model or a custom block: pruned from the inside.
             return pruned_model_lib.PrunedModel.from_subclassed(
                 layer, should_prune, params, pruned_names
             )
@@ -231,7 +232,8 @@ def prune_per_layer(model, schedules):
         return id(layer) in schedules
 
     def replace(layer):
-        if isinstance(layer, keras.Model):  # nested subclassed model
+        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
+            # A subclassed model or a custom block: pruned from the inside.
             return pruned_model_lib.PrunedModel.from_subclassed(
                 layer, chosen, params, []
             )

@@ -74,11 +74,11 @@ class PrunedModel(core.OwningModel):
     def track_wrappers(self, wrappers):
         object.__setattr__(self, "wrappers", wrappers)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, *args, training=None, **kwargs):
         if training is True:
             for pruner in self.get_pruners():
                 pruner.check_callback()
-        return self.model(inputs, training=training)
+        return super().call(inputs, *args, training=training, **kwargs)
 
     def get_pruners(self):
         """The `LayerPruner`s this model owns (for callbacks and reports)."""

@@ -325,6 +325,10 @@ class _Rewriter:
         self.float_layers = []
         self.quantized = []
         self._plans = {}  # id(graph model) -> (nodes, plans), planned once
+        # id(layer) -> its new layer, across nested graphs: a layer the
+        # outer graph shares with a nested one (a causal LM's tied
+        # embedding, called again with `reverse=True`) stays one layer.
+        self._new_layers = {}
 
     # Planning.
 
@@ -337,7 +341,7 @@ class _Rewriter:
         inner = layer.layer if annotated else layer
         name = layer.name
         explicit = annotated or name in self.named
-        if isinstance(inner, keras.Model):
+        if rewrite.opens_up(inner):  # a subclassed model, a custom block
             return _Plan("subclassed", inner)
         if self.scheme.is_pass_through(inner) and not (
             annotated and layer.quantize_config is not None
@@ -591,7 +595,7 @@ class _Rewriter:
         context = {
             "plans": plans,
             "states": states,
-            "new_layers": {},
+            "new_layers": self._new_layers,
             "quantize_layers": {},
             "called": [],
             "names": {layer.name for layer in graph.layers},
@@ -667,7 +671,13 @@ class _Rewriter:
         elif plan.role == "nested":
             output_state = context["nested_states"][id(op)]
         elif plan.role == "subclassed":
-            output_state = [isinstance(layer, qmodel_lib.QuantizedModel)]
+            # A custom block's output is whatever its Python code computes
+            # last (often a residual `x + y`, float in the file): quantized
+            # where an int8 op reads it.
+            output_state = [
+                isinstance(layer, qmodel_lib.QuantizedModel)
+                and isinstance(plan.layer, keras.Model)
+            ]
         elif plan.role == "pass":
             output_state = [all(input_states)]
         else:
@@ -745,13 +755,18 @@ class _Rewriter:
         copies = rewrite.leaf_layers(copy)
         # The sub-layers of a composite layer (MultiHeadAttention's
         # projections and softmax) belong to it: quantized (or not) with it.
+        # A custom block inside (`rewrite.opens_up`) is opened in turn: its
+        # own sub-layers are planned one by one.
         inner = {
             id(sub)
             for layer in originals
+            if not rewrite.opens_up(layer)
             for sub in keras_private.flatten_layers(layer, include_self=False)
         }
         plans = [
-            None if id(original) in inner else self._plan_layer(original)
+            None
+            if id(original) in inner or rewrite.opens_up(original)
+            else self._plan_layer(original)
             for original in originals
         ]
         # BatchNorms right after a quantized layer fold into it, as in
@@ -765,7 +780,7 @@ class _Rewriter:
         folds = {
             position[id(layer)]: position[id(batch_norm)]
             for layer, batch_norm in folding.subclassed_fold_pairs(
-                copy, wrapped, copy.get_build_config()["input_shape"]
+                copy, wrapped, rewrite.built_input_shape(model)
             )
         }
         folded = set(folds.values())
@@ -799,9 +814,7 @@ class _Rewriter:
             quantize_inputs=quantize_inputs,
             name=model.name,
         )
-        rewrite.call_symbolically(
-            result, copy.get_build_config()["input_shape"]
-        )
+        rewrite.call_symbolically(result, rewrite.built_input_shape(model))
         for wrapper in result.wrappers:
             if wrapper.preserve_sparsity:
                 wrapper.set_masks_from_weights()

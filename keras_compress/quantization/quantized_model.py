@@ -121,10 +121,10 @@ class QuantizedModel(core.OwningModel):
         wrapper.build(input_shape)
         return wrapper
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, *args, training=None, **kwargs):
         if self.input_quantizer is not None:
             inputs = self.input_quantizer(inputs, training=training)
-        return self.model(inputs, training=training)
+        return self.model(inputs, *args, training=training, **kwargs)
 
     def serialized_entries(self):
         entries = []

@@ -113,6 +113,14 @@ _OUTPUT_ONLY = (
 )
 
 
+# Standard activations that libraries register under their own name.
+_ACTIVATION_ALIASES = {
+    # KerasHub's BERT/GPT-2 FFN: `keras.activations.gelu(approximate=True)`,
+    # which LiteRT runs as GELU (approximate) on int8 as well.
+    "keras_hub>gelu_approximate": "gelu",
+}
+
+
 def activation_name(activation):
     """The registered name of an activation function (or None)."""
     if activation is None:
@@ -124,8 +132,8 @@ def activation_name(activation):
     except (ValueError, TypeError):
         return getattr(activation, "__name__", None)
     if isinstance(name, dict):
-        return name.get("config")
-    return name
+        name = name.get("config")
+    return _ACTIVATION_ALIASES.get(name, name)
 
 
 def relu_layer_activation(layer):

@@ -716,14 +716,26 @@ class QuantizeWrapper(core.CompressionWrapper):
         *,
         values,
         training,
+        cache=None,
+        cache_update_index=None,
     ):
         """MultiHeadAttention with a quantizer after each int8 op.
 
         Computes what `MultiHeadAttention.call` computes (without its fused
         `dot_product_attention` path, which the converter cannot quantize),
-        with the query scale folded into the query projection.
+        with the query scale folded into the query projection. KerasHub's
+        `CachedMultiHeadAttention` (a subclass) is supported in its forward
+        pass, without a key/value cache (`cache=None`).
         """
         layer = self.layer
+        if cache is not None or cache_update_index is not None:
+            raise ValueError(
+                f"Attention layer '{layer.name}' ({type(layer).__name__}) "
+                "was called with a key/value cache (token-by-token "
+                "generation); quantization-aware training supports the "
+                "forward pass over whole sequences only. Train and convert "
+                "the model called without a cache."
+            )
         if return_attention_scores:
             raise ValueError(
                 f"MultiHeadAttention '{layer.name}': quantization-aware "

@@ -51,6 +51,33 @@ class SubclassedCNN(keras.Model):
         }
 
 
+@keras.saving.register_keras_serializable(package="keras_compress_conformance")
+class FeedForwardBlock(L.Layer):
+    """A Transformer feed-forward block written as KerasHub writes its
+    blocks: a Layer made of layers (created in `build`), its residual in
+    Python, its sub-layers called by keyword. Techniques open it up
+    (`rewrite.opens_up`)."""
+
+    def __init__(self, hidden_dim=32, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim = hidden_dim
+
+    def build(self, input_shape):
+        self.norm = L.LayerNormalization(name="ffn_norm")
+        self.norm.build(input_shape)
+        self.expand = L.Dense(self.hidden_dim, activation="gelu", name="expand")
+        self.expand.build(input_shape)
+        self.project = L.Dense(input_shape[-1], name="project")
+        self.project.build((*input_shape[:-1], self.hidden_dim))
+
+    def call(self, inputs):
+        x = self.expand(inputs=self.norm(inputs))
+        return inputs + self.project(inputs=x)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim}
+
+
 def sequential():
     return keras.Sequential(
         [
@@ -119,6 +146,7 @@ def attention():
     a = L.MultiHeadAttention(2, 8, name="mha")(inputs, inputs)
     x = L.Add(name="add")([inputs, a])
     x = L.LayerNormalization(name="norm")(x)
+    x = FeedForwardBlock(name="ffn")(x)
     x = L.GlobalAveragePooling1D(name="gap")(x)
     outputs = L.Dense(NUM_CLASSES, name="logits")(x)
     return keras.Model(inputs, outputs, name="attention")

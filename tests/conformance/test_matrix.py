@@ -338,13 +338,20 @@ def compress(model, x, y):
         **_COMPRESS_ARGS,
     )
     assert result.budget_met
-    # The scan names the user's layers by their paths (nested: "block/x").
+    # The scan names the user's layers by their paths (nested: "block/x",
+    # a layer of a custom block: "ffn/expand").
     scanned = [row.layer for row in result.report.sensitivity.layers]
     assert scanned
     for path in scanned:
         owner = model
         for name in path.split("/"):
-            owner = owner.get_layer(name)  # raises for a name not the user's
+            children = {
+                child.name: child
+                for child in owner._flatten_layers(
+                    include_self=False, recursive=False
+                )
+            }
+            owner = children[name]  # raises for a name not the user's
     return Deployable(result.model, "float32", result.content)
 
 

@@ -601,6 +601,11 @@ def test_dict_inputs_and_outputs_keep_their_names():
     logits, score = run_tflite(content, [extra_batch, image_batch])
     np.testing.assert_allclose(logits, expected["logits"], atol=1e-5)
     np.testing.assert_allclose(score, expected["score"], atol=1e-5)
+    # Or the dict the Keras model takes, matched by name.
+    by_name = run_tflite(content, {"image": image_batch, "extra": extra_batch})
+    np.testing.assert_allclose(by_name[0], logits)
+    with pytest.raises(ValueError, match=r"\['extra', 'img'\].*'image'"):
+        run_tflite(content, {"img": image_batch, "extra": extra_batch})
     signature = Interpreter(model_content=content).get_signature_list()
     assert signature["serving_default"]["outputs"] == ["logits", "score"]
 

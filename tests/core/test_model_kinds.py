@@ -115,3 +115,162 @@ def test_whole_model_two_four_leaves_misfit_layers_dense():
         kc.pruning.prune_low_magnitude(
             model, sparsity_m_by_n=(2, 4), layers_to_prune=["body", "head"]
         )
+
+
+@keras.saving.register_keras_serializable(package="keras_compress_tests")
+class ResidualBlock(L.Layer):
+    """A custom layer made of layers, as KerasHub writes its Transformer
+    blocks: sub-layers created in `build`, called by keyword, a residual
+    and an extra call argument in Python."""
+
+    def build(self, input_shape):
+        self.norm = L.LayerNormalization()
+        self.norm.build(input_shape)
+        self.dense = L.Dense(input_shape[-1])
+        self.dense.build(input_shape)
+
+    def call(self, inputs, scale=None):
+        x = self.dense(inputs=self.norm(inputs))
+        if scale is not None:
+            x = x * scale
+        return inputs + x
+
+
+def _with_block():
+    inputs = keras.Input((6, 8), name="tokens")
+    scale = keras.Input((6, 1), name="scale")
+    x = L.Dense(8, name="embed")(inputs)
+    x = ResidualBlock(name="block")(x, scale=scale)
+    outputs = L.Dense(4, name="head")(L.GlobalAveragePooling1D()(x))
+    return keras.Model({"tokens": inputs, "scale": scale}, outputs)
+
+
+def _block_data(n=32):
+    rng = np.random.default_rng(0)
+    x = {
+        "tokens": rng.normal(size=(n, 6, 8)).astype("float32"),
+        "scale": rng.uniform(0.5, 1.5, size=(n, 6, 1)).astype("float32"),
+    }
+    return x, rng.integers(0, 4, n)
+
+
+def _block_layers(model):
+    block = next(
+        layer
+        for layer in model._flatten_layers(include_self=False)
+        if layer.name == "block"
+    )
+    return block
+
+
+@pytest.mark.parametrize("technique", ["prune", "cluster"])
+def test_weight_techniques_reach_inside_a_custom_block(technique, tmp_path):
+    model = _with_block()
+    x, y = _block_data()
+    if technique == "prune":
+        wrapped = kc.pruning.prune_low_magnitude(
+            model, pruning_schedule=kc.pruning.ConstantSparsity(0.5, 0)
+        )
+        callbacks = [kc.pruning.UpdatePruningStep()]
+        strip = kc.pruning.strip_pruning
+    else:
+        wrapped = kc.clustering.cluster_weights(model, number_of_clusters=3)
+        callbacks = []
+        strip = kc.clustering.strip_clustering
+    wrapped.compile("adam", "mse")
+    wrapped.fit(x, np.eye(4)[y], epochs=1, verbose=0, callbacks=callbacks)
+    # Saved and loaded with its wrappers in place.
+    path = str(tmp_path / "wrapped.keras")
+    wrapped.save(path)
+    reloaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), wrapped.predict(x, verbose=0), atol=1e-5
+    )
+    stripped = strip(wrapped)
+    block = _block_layers(stripped)
+    assert isinstance(block, ResidualBlock)  # the user's class again
+    kernel = keras.ops.convert_to_numpy(block.dense.kernel)
+    if technique == "prune":
+        assert np.mean(kernel == 0) >= 0.5
+    else:
+        assert len(np.unique(kernel)) <= 3
+    # The original model is untouched.
+    assert (
+        np.mean(
+            keras.ops.convert_to_numpy(_block_layers(model).dense.kernel) == 0
+        )
+        == 0
+    )
+    blob = kc.convert.to_tflite(stripped)
+    np.testing.assert_allclose(
+        interpreter.run_tflite(blob, x),
+        stripped.predict(x, verbose=0),
+        atol=1e-5,
+    )
+
+
+def test_qat_quantizes_the_layers_of_a_custom_block():
+    model = _with_block()
+    x, y = _block_data()
+    qat = kc.quantization.quantize_model(model)
+    wrapped = [
+        (layer.layer.name, type(layer.layer).__name__)
+        for layer in qat._flatten_layers(include_self=False)
+        if isinstance(layer, kc.quantization.QuantizeWrapper)
+    ]
+    assert ("embed", "Dense") in wrapped and ("head", "Dense") in wrapped
+    # The block's own layers (copies, named by Keras).
+    block = _block_layers(qat)
+    inside = {type(wrapper.layer).__name__ for wrapper in block.wrappers}
+    assert inside == {"LayerNormalization", "Dense"}
+    qat.compile("adam", "mse")
+    qat.fit(x, np.eye(4)[y], epochs=1, verbose=0)
+    blob = kc.convert.to_tflite(qat, "int8")
+    ops = [op.op_name for op in interpreter.op_details(blob)]
+    assert ops.count("FULLY_CONNECTED") == 3
+    # The file takes the inputs by name and computes what QAT simulated.
+    outputs = interpreter.run_tflite(blob, x)
+    expected = qat.predict(x, verbose=0)
+    step = np.abs(expected).max() / 127
+    assert np.mean(np.abs(outputs - expected) <= 1.001 * 2 * step) >= 0.95
+
+
+def _tied_language_model():
+    # A causal LM as KerasHub builds one: the backbone embeds the tokens,
+    # the outer model reuses the same embedding, reversed, as its head.
+    embedding = L.ReversibleEmbedding(16, 8, name="token_embedding")
+    tokens = keras.Input((5,), dtype="int32", name="token_ids")
+    hidden = L.Dense(8, name="mixer")(embedding(tokens))
+    backbone = keras.Model(tokens, hidden, name="backbone")
+    outer_tokens = keras.Input((5,), dtype="int32", name="token_ids")
+    logits = embedding(backbone(outer_tokens), reverse=True)
+    return keras.Model(outer_tokens, logits, name="language_model")
+
+
+def _embeddings(model):
+    found = {}
+    for layer in model._flatten_layers(include_self=False):
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, L.ReversibleEmbedding):
+            found[id(inner)] = inner
+    return list(found.values())
+
+
+@pytest.mark.parametrize("technique", ["qat", "prune", "cluster"])
+def test_a_tied_embedding_stays_one_layer(technique):
+    model = _tied_language_model()
+    if technique == "qat":
+        result = kc.quantization.quantize_model(model)
+    elif technique == "prune":
+        result = kc.pruning.strip_pruning(
+            kc.pruning.prune_low_magnitude(
+                model, pruning_schedule=kc.pruning.ConstantSparsity(0.5, 0)
+            )
+        )
+    else:
+        result = kc.clustering.strip_clustering(
+            kc.clustering.cluster_weights(model, number_of_clusters=4)
+        )
+    assert len(_embeddings(result)) == 1
+    tokens = np.random.default_rng(0).integers(0, 16, (4, 5)).astype("int32")
+    assert result.predict(tokens, verbose=0).shape == (4, 5, 16)

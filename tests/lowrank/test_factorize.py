@@ -277,10 +277,16 @@ def test_subclassed_models_and_bad_layer_lists():
     nested = helpers.nested_model()
     hidden = nested.get_layer("sub").hidden.name
     for name in (hidden, f"sub/{hidden}"):
-        with pytest.raises(
-            ValueError, match="inside the subclassed model 'sub'"
-        ):
+        with pytest.raises(ValueError, match="inside 'sub' \\(a subclassed"):
             lowrank.factorize(nested, rank=2, layers=[name])
+    # Nothing it can replace: an error naming where the kernels are.
+    sub = helpers.subclassed_mlp()
+    inputs = keras.Input(sub.get_build_config()["input_shape"][1:])
+    only_subclassed = keras.Model(inputs, sub(inputs))
+    with pytest.raises(
+        ValueError, match=r"found no Dense.*inside \['subclassed_mlp"
+    ):
+        lowrank.factorize(only_subclassed, rank=2)
     with pytest.raises(TypeError, match="list of layer names"):
         lowrank.factorize(nested, rank=2, layers="middle")
 
