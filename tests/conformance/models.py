@@ -65,7 +65,7 @@ class FeedForwardBlock(L.Layer):
     def build(self, input_shape):
         self.norm = L.LayerNormalization(name="ffn_norm")
         self.norm.build(input_shape)
-        self.expand = L.Dense(self.hidden_dim, activation="gelu", name="expand")
+        self.expand = L.Dense(self.hidden_dim, activation="relu", name="expand")
         self.expand.build(input_shape)
         self.project = L.Dense(input_shape[-1], name="project")
         self.project.build((*input_shape[:-1], self.hidden_dim))
