@@ -75,13 +75,16 @@ NUM_SAMPLES = models.NUM_SAMPLES
 FLOAT_ATOL = 1e-4
 RELOAD_ATOL = 1e-5
 MIN_FRACTION_WITHIN_ONE_STEP = 0.98
-# The subclassed model computes `relu(x) * 0.5` in `call()`: QAT cannot see
-# that math, so it does not round where the file's int8 RELU/MUL/MEAN do.
-# Measured over the three backends: 96.97-100 % of the outputs within one
-# step, at most 3 steps off. The documented guarantee for such models is this
-# looser one (docs/quantization.md); a model whose math is in layers gets
-# the 98 % above.
-MIN_FRACTION_WITHIN_ONE_STEP_BY_KIND = {"subclassed": 0.95}
+# Math written in Python in a `call()` (the subclassed model's
+# `relu(x) * 0.5`, the residual `x + y` of the attention kind's custom
+# block): QAT cannot see it, so it does not round where the file's int8
+# RELU/MUL/ADD do. Measured over the three backends: subclassed 96.97-100 %
+# of the outputs within one step, at most 3 steps off; attention (its
+# block's LayerNorm compounds the differences) 97.5-98.8 % on JAX, at most
+# 3 steps. The documented guarantee for such models is this looser one
+# (docs/quantization.md); a model whose math is in layers gets the 98 %
+# above.
+MIN_FRACTION_WITHIN_ONE_STEP_BY_KIND = {"subclassed": 0.95, "attention": 0.95}
 
 
 @dataclasses.dataclass
