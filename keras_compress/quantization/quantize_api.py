@@ -694,6 +694,8 @@ class _Rewriter:
         states = context["states"]
         if states.get(id(tensor), (tensor, False))[1]:
             return tensor
+        if not keras.backend.is_float_dtype(tensor.dtype):
+            return tensor  # token ids, masks: integers stay exact
         cache = context["quantize_layers"]
         if id(tensor) not in cache:
             source = keras_private.producer(tensor)

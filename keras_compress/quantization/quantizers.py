@@ -199,6 +199,25 @@ class LastValueQuantizer(Quantizer):
         )
         return ops.cast(ops.reshape(outputs, shape), inputs.dtype)
 
+    def quantize_like(self, inputs, weight):
+        """`inputs` on the grid this per-tensor quantizer puts `weight` on.
+
+        For values taken from the quantized weight (an Embedding's looked
+        up rows): numerically the identity, and it tells the converter the
+        tensor keeps the weight's scale, as LiteRT's int8 GATHER does.
+        """
+        low, high = self._range(ops.cast(weight, "float32"), axis=None)
+        return ops.cast(
+            _fake_quant(
+                ops.cast(inputs, "float32"),
+                low,
+                high,
+                self.num_bits,
+                self.narrow_range,
+            ),
+            inputs.dtype,
+        )
+
     def _range(self, x, axis):
         # The range follows the weight: no gradient flows through it.
         x = ops.stop_gradient(x)

@@ -233,6 +233,8 @@ class QuantizeScheme:
         """
         if isinstance(layer, L.MultiHeadAttention):
             return self._attention_config(layer)
+        if isinstance(layer, L.Embedding):
+            return self._embedding_config(layer)
         if isinstance(layer, L.LayerNormalization):
             return self._layer_norm_config(layer)
         if isinstance(layer, (L.BatchNormalization, L.Normalization)):
@@ -315,6 +317,28 @@ class QuantizeScheme:
         return config_lib.LayerQuantizeConfig(
             weights, self.activation_quantizer(), intermediates
         )
+
+    def _embedding_config(self, layer):
+        """Embedding as an int8 GATHER; a ReversibleEmbedding called with
+        `reverse=True` (a language model's tied head) as an int8
+        FULLY_CONNECTED by the same table.
+
+        The table is quantized per tensor to 8 bits whatever `weight_bits`
+        is (LiteRT's GATHER copies int8 rows, and its output keeps the
+        table's scale: no output quantizer). The reversed call's logits
+        get their own range.
+        """
+        if getattr(layer, "logit_soft_cap", None):
+            return None  # a tanh cap on the logits: not simulated
+        weights = {"embeddings": quantizers_lib.LastValueQuantizer(8)}
+        intermediates = {}
+        if isinstance(layer, L.ReversibleEmbedding):
+            if not layer.tie_weights:
+                weights["reverse_embeddings"] = (
+                    quantizers_lib.LastValueQuantizer(8)
+                )
+            intermediates["logits"] = self.activation_quantizer()
+        return config_lib.LayerQuantizeConfig(weights, None, intermediates)
 
     def _layer_norm_config(self, layer):
         """LayerNormalization as int8 MEAN, SUB, MUL, ADD and RSQRT ops.

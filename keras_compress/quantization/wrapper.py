@@ -163,6 +163,7 @@ _ATTENTION_TENSORS = ("query", "key", "value", "scores", "probs", "attention")
 _AFFINE = (L.BatchNormalization, L.Normalization, L.Rescaling)
 _REQUIRED_INTERMEDIATES = {
     L.MultiHeadAttention: _ATTENTION_TENSORS,
+    L.ReversibleEmbedding: ("logits",),
     **{kind: ("multiplier", "offset", "scaled") for kind in _AFFINE},
 }
 
@@ -586,6 +587,10 @@ class QuantizeWrapper(core.CompressionWrapper):
             outputs = self._stateless_call(
                 inputs, args, values, training, kwargs
             )
+            if isinstance(layer, L.Embedding):
+                outputs = self._embedding_output(
+                    outputs, args, kwargs, training
+                )
         if extra_bias is not None:
             outputs = outputs + ops.cast(extra_bias, outputs.dtype)
 
@@ -625,6 +630,28 @@ class QuantizeWrapper(core.CompressionWrapper):
                 for tensor, (quantizer, state) in zip(flat, specs)
             ] + flat[len(specs) :]
             outputs = keras.tree.pack_sequence_as(outputs, flat)
+        return outputs
+
+    def _embedding_output(self, outputs, args, kwargs, training):
+        """An Embedding's lookup keeps its table's grid (LiteRT's int8
+        GATHER keeps the table's scale); a ReversibleEmbedding's reversed
+        call (a language model's tied head, an int8 FULLY_CONNECTED)
+        quantizes its logits with their own range."""
+        layer = self.layer
+        if isinstance(layer, L.ReversibleEmbedding) and kwargs.get(
+            "reverse", args[0] if args else False
+        ):
+            quantizer, state = self._intermediate_specs["logits"]
+            return quantizer(outputs, training, state)
+        for variable, quantizer, _ in self._weight_specs:
+            if (
+                variable is layer.embeddings
+                and isinstance(quantizer, quantizers_lib.LastValueQuantizer)
+                and not quantizer.per_axis
+            ):
+                return quantizer.quantize_like(
+                    outputs, self._prepare(variable, None, None)
+                )
         return outputs
 
     def _prepare(self, variable, folded, scale):

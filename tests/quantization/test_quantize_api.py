@@ -652,3 +652,39 @@ def test_preprocessing_layer_scale_and_stochastic_depth():
     assert qat.get_layer("drop") is not None  # copied as it is
     litert_checks.compile_and_fit(qat, x, y)
     litert_checks.check_integer_file_follows_keras(qat, x)
+
+
+def test_a_language_models_tied_embedding_runs_on_int8():
+    # As KerasHub's causal LMs: the backbone looks tokens up, the head is
+    # the same table reversed. The file runs an int8 GATHER and an int8
+    # FULLY_CONNECTED by the same table, and the token ids stay integers.
+    embedding = L.ReversibleEmbedding(16, 8, name="token_embedding")
+    tokens = keras.Input((5,), dtype="int32", name="token_ids")
+    hidden = L.Dense(8, name="mixer")(embedding(tokens))
+    backbone = keras.Model(tokens, hidden, name="backbone")
+    outer = keras.Input((5,), dtype="int32", name="token_ids")
+    model = keras.Model(outer, embedding(backbone(outer), reverse=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing left float
+        qat = q.quantize_model(model)
+    x = np.random.default_rng(0).integers(0, 16, (64, 5)).astype("int32")
+    qat.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    qat.fit(x, np.roll(x, -1, axis=1), epochs=2, verbose=0)
+    content = litert_checks.convert_qat(qat)
+    ops_ = [op.name for op in litert_checks.ops_of(content)]
+    assert litert_checks.float_ops_inside(content) == [], ops_
+    assert "QUANTIZE" not in ops_  # the ids are not quantized
+    assert ops_.count("FULLY_CONNECTED") == 2
+    tables = [
+        op.inputs[0]["value"]
+        for op in litert_checks.ops_of(content)
+        if op.name == "GATHER" and op.inputs[0]["value"] is not None
+    ]
+    assert any(t.dtype == np.int8 and t.shape == (16, 8) for t in tables)
+    litert_checks.check_matches_keras(
+        litert_checks.predict(qat, x),
+        litert_checks.run(content, x),
+        litert_checks.output_step(content),
+    )
