@@ -369,22 +369,17 @@ def symbolic_inputs(input_shape):
 
 
 def built_input_shape(layer):
-    """The shape (batch `None`) of the first argument `layer` was built
-    for, from its build config, or `None` where it records none.
+    """The shape of the first argument `layer` was built for, from its
+    build config, or `None` where it records none.
 
-    Layers built through Keras record `{"input_shape": ...}`, or one shape
-    per `build()` argument (`{"shapes_dict": {"query_shape": ...}}`).
+    Layers built through Keras record `{"input_shape": ...}` (a shape, or a
+    list or dict of shapes), or one shape per `build()` argument
+    (`{"shapes_dict": {"query_shape": ...}}`).
     """
     config = layer.get_build_config() or {}
     if "input_shape" in config:
-        shape = config["input_shape"]
-    else:
-        shape = next(iter(config.get("shapes_dict", {}).values()), None)
-    if shape is None:
-        return None
-    if shape and isinstance(shape[0], (list, tuple)):  # a list of inputs
-        return [(None,) + tuple(s)[1:] for s in shape]
-    return (None,) + tuple(shape)[1:]
+        return config["input_shape"]
+    return next(iter(config.get("shapes_dict", {}).values()), None)
 
 
 def call_symbolically(model, input_shape):

@@ -332,6 +332,22 @@ class _Rewriter:
 
     # Planning.
 
+    def _opens_up(self, layer):
+        """Whether `layer` is quantized from the inside: a subclassed model,
+        or a custom layer made of layers that declares no QuantizeConfig
+        of its own (`get_quantize_config()`, an annotation or
+        `quantize_configs`)."""
+        annotated = isinstance(layer, annotate_lib.QuantizeAnnotate)
+        inner = layer.layer if annotated else layer
+        if isinstance(inner, keras.Model):
+            return rewrite.opens_up(inner)
+        declared = (
+            (annotated and layer.quantize_config is not None)
+            or layer.name in self.quantize_configs
+            or hasattr(inner, "get_quantize_config")
+        )
+        return rewrite.opens_up(inner) and not declared
+
     def _plan_layer(self, layer):
         if isinstance(layer, keras.layers.InputLayer):
             return _Plan("pass", layer)
@@ -341,7 +357,7 @@ class _Rewriter:
         inner = layer.layer if annotated else layer
         name = layer.name
         explicit = annotated or name in self.named
-        if rewrite.opens_up(inner):  # a subclassed model, a custom block
+        if self._opens_up(layer):  # a subclassed model, a custom block
             return _Plan("subclassed", inner)
         if self.scheme.is_pass_through(inner) and not (
             annotated and layer.quantize_config is not None
@@ -762,12 +778,12 @@ class _Rewriter:
         inner = {
             id(sub)
             for layer in originals
-            if not rewrite.opens_up(layer)
+            if not self._opens_up(layer)
             for sub in keras_private.flatten_layers(layer, include_self=False)
         }
         plans = [
             None
-            if id(original) in inner or rewrite.opens_up(original)
+            if id(original) in inner or self._opens_up(original)
             else self._plan_layer(original)
             for original in originals
         ]

@@ -274,3 +274,27 @@ def test_a_tied_embedding_stays_one_layer(technique):
     assert len(_embeddings(result)) == 1
     tokens = np.random.default_rng(0).integers(0, 16, (4, 5)).astype("int32")
     assert result.predict(tokens, verbose=0).shape == (4, 5, 16)
+
+
+@keras.saving.register_keras_serializable(package="keras_compress_tests")
+class DeclaredBlock(ResidualBlock):
+    """A custom block that says how it is quantized: one unit, not opened."""
+
+    def get_quantize_config(self):
+        return kc.quantization.LayerQuantizeConfig(
+            {"dense.kernel": kc.quantization.LastValueQuantizer(8)},
+            kc.quantization.MovingAverageQuantizer(8),
+        )
+
+
+def test_a_block_with_its_own_quantize_config_is_one_unit():
+    inputs = keras.Input((6, 8))
+    outputs = DeclaredBlock(name="block")(L.Dense(8)(inputs))
+    qat = kc.quantization.quantize_model(keras.Model(inputs, outputs))
+    wrappers = {
+        layer.layer.name: type(layer.layer).__name__
+        for layer in qat._flatten_layers(include_self=False)
+        if isinstance(layer, kc.quantization.QuantizeWrapper)
+    }
+    assert wrappers.get("block") == "DeclaredBlock"
+    assert "LayerNormalization" not in wrappers.values()
