@@ -23,10 +23,12 @@ import numpy as np
 
 from keras_compress import rewrite
 from keras_compress.convert import _graph
+from keras_compress.core import keras_private
 
 # The layer classes `Model.quantize("int8")` changes in Keras 3.13-3.15.
-# Subclasses (e.g. ReversibleEmbedding) have their own quantized variables
-# and are refused below rather than converted wrongly.
+# Other subclasses have their own quantized variables and are refused
+# below rather than converted wrongly. A ReversibleEmbedding with tied
+# weights (a causal LM's table and head) stores what an Embedding stores.
 _SUPPORTED_MODES = ("int8",)
 
 
@@ -35,6 +37,7 @@ def _supported_classes():
         keras.layers.Dense,
         keras.layers.EinsumDense,
         keras.layers.Embedding,
+        keras.layers.ReversibleEmbedding,
     )
 
 
@@ -64,12 +67,16 @@ def check_supported(model):
                 "for 8-bit weights), or quantize it with "
                 "`model.quantize('int8')`."
             )
-        if type(layer) not in _supported_classes():
+        untied = isinstance(
+            layer, keras.layers.ReversibleEmbedding
+        ) and not getattr(layer, "tie_weights", True)
+        if type(layer) not in _supported_classes() or untied:
             raise ValueError(
                 f"Layer '{path}' ({type(layer).__name__}) was quantized with "
-                "Keras's `quantize('int8')`, but only Dense, EinsumDense "
-                "and Embedding layers can be turned back into float layers "
-                "for conversion. Convert the float model instead."
+                "Keras's `quantize('int8')`, but only Dense, EinsumDense, "
+                "Embedding and tied ReversibleEmbedding layers can be turned "
+                "back into float layers for conversion. Convert the float "
+                "model instead."
             )
 
 
@@ -89,12 +96,19 @@ def dequantized_copy(model):
 
 def _copy(model):
     if rewrite.is_graph_model(model):
+        # One float copy per layer, also for a layer the model shares with
+        # a nested one (a causal LM's tied embedding, reversed as its head).
+        copies = {}
 
         def replace(layer):
             if isinstance(layer, keras.Model):
                 return _copy(layer) if quantized_layers(layer) else None
+            if rewrite.opens_up(layer):  # a custom block (KerasHub's)
+                return _copy_block(layer) if quantized_layers(layer) else None
             if _quantization_mode(layer):
-                return _float_layer(layer)
+                if id(layer) not in copies:
+                    copies[id(layer)] = _float_layer(layer)
+                return copies[id(layer)]
             return None
 
         return rewrite.clone_and_replace(model, replace)
@@ -111,23 +125,44 @@ def _copy_subclassed(model):
         # has never been called.
         batch = np.zeros((1, *input_shape[1:]), model.input_dtype)
         clone(batch, training=False)
-    sources = rewrite.leaf_layers(model)
+    _assign_leaf_weights(model, clone)
+    return clone
+
+
+def _copy_block(layer):
+    # Like a subclassed model: its config makes float sub-layers.
+    clone = type(layer).from_config(layer.get_config())
+    build_config = layer.get_build_config()
+    if build_config and not clone.built:  # some build from their config
+        clone.build_from_config(build_config)
+    _assign_leaf_weights(layer, clone)
+    return clone
+
+
+def _assign_leaf_weights(source_model, clone):
+    """Gives `clone`'s leaf layers the float weights of `source_model`'s."""
+    sources = rewrite.leaf_layers(source_model)
     targets = rewrite.leaf_layers(clone)
     if not clone.built or len(sources) != len(targets):
         raise ValueError(
-            f"Cannot make a float copy of the Keras-quantized subclassed "
-            f"model '{model.name}' ({type(model).__name__}) for conversion: "
-            "its copy from `get_config()` does not rebuild the same layers "
-            "(only models with one input tensor are supported). Call the "
-            "model on a batch before quantizing it, and make `get_config()` "
-            "return the constructor arguments."
+            f"Cannot make a float copy of the Keras-quantized "
+            f"'{source_model.name}' ({type(source_model).__name__}) for "
+            "conversion: its copy from `get_config()` does not rebuild the "
+            "same layers (only models with one input tensor are "
+            "supported). Call the model on a batch before quantizing it, "
+            "and make `get_config()` return the constructor arguments."
         )
     for source, target in zip(sources, targets):
         if _quantization_mode(source):
             _assign_float_weights(source, target)
-        else:
-            target.set_weights(source.get_weights())
-    return clone
+            continue
+        # Its own variables only: a composite layer's sub-layers (quantized
+        # or not) are leaves of their own.
+        for old, new in zip(
+            keras_private.own_variables(source),
+            keras_private.own_variables(target),
+        ):
+            new.assign(old)
 
 
 def _float_layer(layer):

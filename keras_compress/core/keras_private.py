@@ -58,6 +58,13 @@ def child_layers(layer):
     return list(layer._layers)
 
 
+def own_variables(layer):
+    """The variables `layer` created itself, not those of its sub-layers."""
+    return list(layer._trainable_variables) + list(
+        layer._non_trainable_variables
+    )
+
+
 def flatten_layers(layer, include_self=True):
     """`layer` and all layers inside it, depth first, each once."""
     return list(layer._flatten_layers(include_self=include_self))

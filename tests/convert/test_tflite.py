@@ -516,6 +516,53 @@ def test_keras_quantized_model_to_float_file_warns():
     assert diff < DYNAMIC_RTOL * np.ptp(expected)
 
 
+class _FeedForward(keras.layers.Layer):
+    """A KerasHub-style block: a custom layer made of layers."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.norm = keras.layers.LayerNormalization()
+        self.dense = keras.layers.Dense(32, activation="relu")
+
+    def build(self, input_shape):
+        self.norm.build(input_shape)
+        self.dense.build(input_shape)
+
+    def call(self, inputs):
+        return inputs + self.dense(self.norm(inputs))
+
+
+def test_keras_quantized_language_model_with_a_tied_head():
+    # Keras's `quantize("int8")` of a causal LM whose head is its token
+    # embedding reversed (KerasHub's GPT-2): one int8 table, which the
+    # file keeps (as a GATHER table and, transposed, as the head's kernel),
+    # and int8 kernels inside its custom blocks.
+    keras.utils.set_random_seed(0)
+    embedding = keras.layers.ReversibleEmbedding(64, 32, name="tokens")
+    ids = keras.Input((6,), dtype="int32")
+    hidden = _FeedForward(name="block")(embedding(ids))
+    backbone = keras.Model(ids, hidden, name="backbone")
+    outer = keras.Input((6,), dtype="int32")
+    model = keras.Model(outer, embedding(backbone(outer), reverse=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # InputLayer
+        model.quantize("int8")
+    content = to_tflite(model, "dynamic")
+    table = keras.ops.convert_to_numpy(embedding.embeddings)
+    block_kernel = keras.ops.convert_to_numpy(
+        backbone.get_layer("block").dense.kernel
+    )
+    assert table.dtype == block_kernel.dtype == np.int8
+    constants = _int8_constants(content)
+    assert any(np.array_equal(table, c) for c in constants)
+    assert any(np.array_equal(block_kernel.T, c) for c in constants)
+    x = np.random.default_rng(0).integers(0, 64, (16, 6)).astype("int32")
+    expected = model.predict(x, verbose=0)
+    actual = run_tflite(content, x)
+    assert np.max(np.abs(actual - expected)) < DYNAMIC_RTOL * np.ptp(expected)
+    assert np.mean(actual.argmax(-1) == expected.argmax(-1)) >= 0.9
+
+
 def test_keras_int4_model_is_refused_with_a_fix():
     model = _tiny_dense_model()
     with warnings.catch_warnings():
