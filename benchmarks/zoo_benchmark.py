@@ -18,6 +18,12 @@ the rows of the architectures this run leaves out. Usage:
     python benchmarks/zoo_benchmark.py --architectures MobileNetV2
     python benchmarks/zoo_benchmark.py --write-docs
     python benchmarks/zoo_benchmark.py --resnet224   # full-size timing
+    python benchmarks/zoo_benchmark.py --tfmot       # QAT side by side
+
+`--tfmot` (needs `pip install -e .[bench]`) runs QAT int8 of MobileNetV2,
+MobileNetV3Small and EfficientNetV2B0 with keras_compress (Keras 3) and
+with tfmot (`tf_keras.applications`, in a worker process), one epoch each
+on the zoo's images, and lists the ops each file computes in float.
 """
 
 import argparse
@@ -219,6 +225,75 @@ def full_size_resnet():
     return lines
 
 
+_TFMOT_ARCHITECTURES = ("MobileNetV2", "MobileNetV3Small", "EfficientNetV2B0")
+
+
+def qat_side_by_side():
+    """QAT int8 files of keras_compress and tfmot, their float ops.
+    Returns Markdown lines."""
+    import json
+    import shlex
+
+    from keras_compress import convert
+    from keras_compress.convert.verify import float_ops
+    from tests.conformance import test_matrix
+    from tests.zoo import architectures
+
+    lines = [
+        "| architecture | keras_compress: float ops | bytes "
+        "| tfmot: float ops | bytes |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        worker = ROOT / "benchmarks" / "_tfmot_zoo_worker.py"
+        command = [
+            sys.executable,
+            str(worker),
+            "--out-dir",
+            tmp,
+            *_TFMOT_ARCHITECTURES,
+        ]
+        env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+        env.pop("KERAS_BACKEND", None)
+        print(f"$ {shlex.join(command)}", file=sys.stderr, flush=True)
+        subprocess.run(command, env=env, check=True, stdout=sys.stderr)
+        with open(os.path.join(tmp, "report.json")) as f:
+            tfmot = json.load(f)
+        for name in _TFMOT_ARCHITECTURES:
+            model, x, y = architectures.build(name)
+            ours = convert.to_tflite(
+                test_matrix.qat(model, x, y).model, "int8", verbose=0
+            )
+            theirs = tfmot[name]
+            if "file" in theirs:
+                content = pathlib.Path(theirs["file"]).read_bytes()
+                their_ops = _ops_cell(float_ops(content))
+                their_bytes = f"{len(content):,}"
+            else:
+                their_ops = "fails: " + theirs["error"].replace("|", "/")
+                their_bytes = ""
+            row = [
+                name,
+                _ops_cell(float_ops(ours)),
+                f"{len(ours):,}",
+                their_ops,
+                their_bytes,
+            ]
+            lines.append("| " + " | ".join(row) + " |")
+            print(lines[-1], file=sys.stderr, flush=True)
+    return lines
+
+
+def _ops_cell(ops):
+    if not ops:
+        return "none"
+    counts = {}
+    for op in ops:
+        counts[op] = counts.get(op, 0) + 1
+    listed = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
+    return f"{len(ops)}: {listed}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
@@ -243,7 +318,17 @@ def main(argv=None):
         help="run nothing else: time ResNet50V2 at 224x224 through "
         "prune/QAT wrapping, conversion and verification",
     )
+    parser.add_argument(
+        "--tfmot",
+        action="store_true",
+        help="run nothing else: QAT int8 of MobileNetV2, MobileNetV3Small "
+        "and EfficientNetV2B0 with keras_compress and with tfmot, side by "
+        "side (needs the bench extra)",
+    )
     args = parser.parse_args(argv)
+    if args.tfmot:
+        print("\n".join(qat_side_by_side()))
+        return 0
     if args.resnet224:
         print("\n".join(full_size_resnet()))
         return 0
