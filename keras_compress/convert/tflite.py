@@ -1,5 +1,6 @@
 """Conversion of a Keras 3 model to a LiteRT (TFLite) flatbuffer."""
 
+import collections
 import re
 import sys
 import warnings
@@ -44,6 +45,7 @@ def to_tflite(
     *,
     representative_data=None,
     int8_io=False,
+    integer_only=False,
     sparse=None,
     path=None,
     allow_select_tf_ops=False,
@@ -113,6 +115,12 @@ def to_tflite(
         int8_io: Only for `mode="int8"`: if `True` the file takes int8
             input and returns int8 output (quantize with the input tensor's
             scale and zero point, see `run_tflite`).
+        integer_only: Only for `mode="int8"`: the file is for an
+            accelerator or a microcontroller without float kernels. It
+            takes and returns int8 (as `int8_io=True`), and a conversion
+            that leaves any op computing in float (a float island between
+            DEQUANTIZE and QUANTIZE) raises a `ValueError` naming the ops,
+            before anything is written.
         sparse: `True` stores zero-rich weights in LiteRT's sparse format
             (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`), `False` never does,
             `None` does for float and dynamic-range files when the model's
@@ -168,6 +176,19 @@ def to_tflite(
             f"`int8_io=True` needs `mode='int8'`, got `mode`={mode!r}. "
             "Only full-integer files have integer input and output."
         )
+    if integer_only:
+        if mode != "int8":
+            raise ValueError(
+                f"`integer_only=True` needs `mode='int8'`, got `mode`="
+                f"{mode!r}: only an int8 file can be integer end to end."
+            )
+        if precision is not None:
+            raise ValueError(
+                "`integer_only=True` does not combine with `precision=`: "
+                "per-layer precisions may keep layers float. Convert with "
+                "`mode='int8'` alone."
+            )
+        int8_io = True
     if sparse not in (None, True, False):
         raise ValueError(
             f"`sparse` must be None (auto), True or False; got {sparse!r}."
@@ -205,6 +226,7 @@ def to_tflite(
             mode=mode,
             representative_data=representative_data,
             int8_io=int8_io,
+            integer_only=integer_only,
             sparse=sparse,
             allow_select_tf_ops=allow_select_tf_ops,
             num_calibration_samples=num_calibration_samples,
@@ -337,9 +359,31 @@ def to_tflite(
 
     if mode == "dynamic":
         _warn_if_nothing_quantized(content)
+    if integer_only:
+        _check_integer_only(content, source)
     if path is not None:
         _files.write_atomically(path, content)
     return content
+
+
+def _check_integer_only(content, model):
+    """Raises unless every op of the int8 file computes on integers."""
+    from keras_compress.convert.verify import float_ops as find_float_ops
+
+    float_ops = find_float_ops(content)
+    if not float_ops:
+        return
+    counts = collections.Counter(float_ops)
+    listed = ", ".join(f"{op} x{n}" for op, n in sorted(counts.items()))
+    raise ValueError(
+        f"`integer_only=True`: the int8 file of '{model.name}' still "
+        f"computes {len(float_ops)} op(s) in float ({listed}), which an "
+        "integer-only accelerator cannot run. For a quantization-aware "
+        "model, `quantize_model` warned which layers it left float: write "
+        "their math as layers it quantizes, or give them a QuantizeConfig. "
+        "Otherwise use `integer_only=False` (the float ops then run on the "
+        "CPU)."
+    )
 
 
 def _check_precision_arguments(

@@ -120,8 +120,11 @@ def compress(
             `tf.data.Dataset` of `(x, y)`.
         val_data: `(x, y)` arrays or a `tf.data.Dataset`; every file is
             verified on it.
-        target: `"tflite-int8"`, `"tflite-float16"`, `"tflite-dynamic"`,
-            `"tflite-float32"`, `"onnx"` or `"onnx-float16"`.
+        target: `"tflite-int8"`, `"tflite-integer-only"` (int8 input and
+            output, no op in float: for NPUs and microcontrollers; a model
+            whose file would keep one is refused before training),
+            `"tflite-float16"`, `"tflite-dynamic"`, `"tflite-float32"`,
+            `"onnx"` or `"onnx-float16"`.
         max_accuracy_drop: Largest accepted accuracy loss of the file,
             against the original model (0.01 is one point).
         max_bytes: Largest file size: a fraction in (0, 1] of the
@@ -230,6 +233,10 @@ def compress(
             step.check(model)
     elif targets_lib.is_integer_target(target):
         steps_lib.QuantizeAware().check(model)  # the built recipes end in QAT
+    if target == "tflite-integer-only" and (
+        recipe is None or "quantize" in [step.name for step in recipe.steps]
+    ):
+        targets_lib.check_integer_only(model, x_val)
     if seed is not None and (
         not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
     ):

@@ -78,6 +78,7 @@ _BASE_BITS = {
     "tflite-float16": 16,
     "tflite-dynamic": 8,
     "tflite-int8": 8,
+    "tflite-integer-only": 8,
     "onnx": 32,
     "onnx-float16": 16,
 }

@@ -1,5 +1,7 @@
 """Deployment targets of `compress()`: a file format and a precision."""
 
+import warnings
+
 from keras_compress import convert
 
 # name -> (file format, LiteRT mode or ONNX precision)
@@ -8,6 +10,9 @@ TARGETS = {
     "tflite-float16": ("tflite", "float16"),
     "tflite-dynamic": ("tflite", "dynamic"),
     "tflite-int8": ("tflite", "int8"),
+    # For NPUs and microcontrollers: int8 input and output, and no op that
+    # computes in float (refused at conversion otherwise).
+    "tflite-integer-only": ("tflite", "int8"),
     "onnx": ("onnx", "float32"),
     "onnx-float16": ("onnx", "float16"),
 }
@@ -61,7 +66,34 @@ def convert_to_target(model, target, calibration_data=None, ptq=None):
     elif precision == "int8":
         # Not used for a quantization-aware model: it has its ranges.
         options["representative_data"] = calibration_data
+    if target == "tflite-integer-only":
+        options["integer_only"] = True
     return convert.to_tflite(model, precision, verbose=0, **options)
+
+
+def check_integer_only(model, x):
+    """Refuses, before any training, a model whose QAT int8 file would
+    still compute some op in float (`"tflite-integer-only"`).
+
+    The ops a file computes in float depend on the architecture, not on
+    the trained values: a QAT copy of `model`, its ranges observed on `x`,
+    is converted once and checked (`to_tflite(integer_only=True)`).
+    """
+    import keras
+
+    from keras_compress import quantization
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its own float-layer warnings
+        qat = quantization.quantize_model(model)
+    sample = keras.tree.map_structure(lambda a: a[:8], x)
+    qat(sample, training=True)  # the observers get ranges
+    try:
+        convert.to_tflite(qat, "int8", integer_only=True, verbose=0)
+    except ValueError as error:
+        raise ValueError(
+            f"target='tflite-integer-only', checked before training: {error}"
+        ) from None
 
 
 def check_ptq_recipe(recipe, target):
@@ -69,6 +101,12 @@ def check_ptq_recipe(recipe, target):
     names = [step.name for step in recipe.steps]
     if "ptq" not in names:
         return
+    if target == "tflite-integer-only":
+        raise ValueError(
+            "A 'ptq' step may keep layers float, which "
+            "target='tflite-integer-only' refuses. Quantize with a "
+            "'quantize' (QAT) step, or use target='tflite-int8'."
+        )
     if TARGETS[target] not in (
         ("tflite", "float32"),
         ("tflite", "dynamic"),

@@ -14,6 +14,7 @@ from keras_compress.convert import kernel_sparsity
 from keras_compress.convert import op_details
 from keras_compress.convert import run_tflite
 from keras_compress.convert import to_tflite
+from keras_compress.convert.verify import float_ops
 from tests.convert.conftest import INPUT_SHAPE
 from tests.convert.conftest import dict_io_model
 from tests.convert.conftest import fake_quant_model
@@ -746,3 +747,32 @@ def test_lstm_of_unknown_length_error_says_to_fix_the_length():
     with pytest.raises(RuntimeError, match="'lstm'.*fixed sequence length"):
         to_tflite(model, "float32", verbose=0)
     assert model.get_layer("lstm").unroll is False
+
+
+def test_integer_only_file_is_integer_end_to_end_or_refused(tmp_path):
+    from keras_compress import quantization
+
+    x = np.random.default_rng(0).normal(size=(32, 8)).astype("float32")
+    qat = quantization.quantize_model(_tiny_dense_model())
+    qat(x, training=True)
+    content = to_tflite(qat, "int8", integer_only=True)
+    interpreter = Interpreter(model_content=content)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    assert float_ops(content) == ()
+
+    # ELU has no int8 kernel in LiteRT: it stays float in the file, which
+    # is refused, and nothing is written.
+    inputs = keras.Input((8,))
+    hidden = keras.layers.Dense(8, activation="elu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(4)(hidden))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        island = quantization.quantize_model(model)
+    island(x, training=True)
+    path = tmp_path / "npu.tflite"
+    with pytest.raises(ValueError, match=r"integer_only=True.*ELU x1"):
+        to_tflite(island, "int8", integer_only=True, path=str(path))
+    assert not path.exists()
+    with pytest.raises(ValueError, match="integer_only=True.*needs.*int8"):
+        to_tflite(_tiny_dense_model(), "float32", integer_only=True)

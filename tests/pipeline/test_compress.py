@@ -6,12 +6,15 @@ import json
 import os
 import warnings
 
+import keras
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from keras_compress import analysis
 from keras_compress import convert
 from keras_compress import pipeline
+from keras_compress.convert.verify import float_ops
 
 
 def _file_accuracy(content, x, y):
@@ -142,6 +145,11 @@ def test_a_ptq_step_delivers_int4_weights(task, tmp_path):
             "tflite-int8",
             "names layer 'nope'",
         ),
+        (
+            [pipeline.QuantizePostTraining()],
+            "tflite-integer-only",
+            "may keep layers float",
+        ),
     ],
 )
 def test_bad_ptq_recipes_fail_before_training(task, recipe, target, message):
@@ -150,6 +158,26 @@ def test_bad_ptq_recipes_fail_before_training(task, recipe, target, message):
         pipeline.compress(
             model, train, val, target=target, recipe=recipe, verbose=0
         )
+
+
+def test_integer_only_target_refuses_a_float_op_before_training(task, tmp_path):
+    _, train, val = task
+    # An activation with no int8 kernel in LiteRT stays float in the file.
+    inputs = keras.Input((12,))
+    hidden = keras.layers.Dense(8, activation="elu", name="elu_fc")(inputs)
+    elu_model = keras.Model(inputs, keras.layers.Dense(3)(hidden))
+    output = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"before training.*ELU x1"):
+        pipeline.compress(
+            elu_model,
+            train,
+            val,
+            target="tflite-integer-only",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            output=str(output),
+            verbose=0,
+        )
+    assert not output.exists() or not any(output.iterdir())
 
 
 def test_ptq_steps_check_their_arguments():
@@ -246,6 +274,25 @@ def test_resume_reuses_the_saved_stages(task, tmp_path):
     assert "resumed from" in stdout.getvalue()
     assert "Epoch" not in stdout.getvalue()  # nothing was trained again
     assert second.content == first.content
+
+
+def test_integer_only_target_delivers_an_integer_file(task):
+    model, train, val = task
+    result = pipeline.compress(
+        model,
+        train,
+        val,
+        target="tflite-integer-only",
+        max_accuracy_drop=0.05,
+        recipe=[pipeline.QuantizeAware(epochs=1)],
+        latency_runs=0,
+        verbose=0,
+    )
+    interpreter = Interpreter(model_content=result.content)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    assert float_ops(result.content) == ()
+    assert result.report.final.file_accuracy >= 0.8
 
 
 def test_onnx_target_is_verified_with_onnxruntime(task):
