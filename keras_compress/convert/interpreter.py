@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from keras_compress.convert import _files
+from keras_compress.convert import _inputs
 from keras_compress.convert import _native_logs
 
 
@@ -141,26 +142,17 @@ def run_tflite(model_content, x, batch_size=256, num_threads=None):
 
 
 def _ordered_inputs(interpreter, x, argument):
-    """`x` as a list of arrays in the file's input order.
-
-    A dict is matched to the file's inputs by name: the converter names
-    them after the Keras model's inputs (`keras.Input(name=...)`).
-    """
-    if not isinstance(x, dict):
-        inputs = list(x) if isinstance(x, (list, tuple)) else [x]
-        return [np.asarray(a) for a in inputs]
-    runner = interpreter.get_signature_runner()
-    by_index = {
-        detail["index"]: name
-        for name, detail in runner.get_input_details().items()
-    }
-    names = [by_index[d["index"]] for d in interpreter.get_input_details()]
-    if sorted(names) != sorted(x):
-        raise ValueError(
-            f"`{argument}` has inputs {sorted(x)} but the file's inputs are "
-            f"{sorted(names)}. Give one array per file input, by name."
-        )
-    return [np.asarray(x[name]) for name in names]
+    """`x` in the file's input order; a dict is matched by the names of the
+    file's signature (the Keras model's input names)."""
+    names = None
+    if isinstance(x, dict):
+        runner = interpreter.get_signature_runner()
+        by_index = {
+            detail["index"]: name
+            for name, detail in runner.get_input_details().items()
+        }
+        names = [by_index[d["index"]] for d in interpreter.get_input_details()]
+    return _inputs.in_file_order(x, names, argument)
 
 
 def _run_batched(content, inputs, batch_size, num_threads):

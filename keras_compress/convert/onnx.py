@@ -21,6 +21,7 @@ import numpy as np
 from keras_compress.convert import _errors
 from keras_compress.convert import _files
 from keras_compress.convert import _graph
+from keras_compress.convert import _inputs
 from keras_compress.convert import _native_logs
 from keras_compress.convert import _precision
 from keras_compress.convert import _tensorflow_worker
@@ -267,19 +268,10 @@ _NUMPY_TYPES = {
 
 
 def _ordered_inputs(details, x, argument):
-    """`x` as a list of arrays in the session's input order; a dict is
-    matched by name (the converter names the inputs after the Keras
-    model's, tf2onnx may add a ":0")."""
-    if not isinstance(x, dict):
-        inputs = list(x) if isinstance(x, (list, tuple)) else [x]
-        return [np.asarray(a) for a in inputs]
+    """`x` in the session's input order; a dict is matched by name (tf2onnx
+    may add a ":0" to the Keras model's input names)."""
     names = [d.name.split(":")[0] for d in details]
-    if sorted(names) != sorted(x):
-        raise ValueError(
-            f"`{argument}` has inputs {sorted(x)} but the file's inputs are "
-            f"{sorted(names)}. Give one array per file input, by name."
-        )
-    return [np.asarray(x[name]) for name in names]
+    return _inputs.in_file_order(x, names, argument)
 
 
 def run_onnx(
