@@ -80,7 +80,7 @@ MIN_FRACTION_WITHIN_ONE_STEP = 0.98
 # block): QAT cannot see it, so it does not round where the file's int8
 # RELU/MUL/ADD do. Measured over the three backends: subclassed 96.97-100 %
 # of the outputs within one step, at most 3 steps off; attention (its
-# block's LayerNorm compounds the differences) 97.5-98.8 % on JAX, at most
+# block's LayerNorm compounds the differences) 97.5-97.6 % on JAX, at most
 # 3 steps. The documented guarantee for such models is this looser one
 # (docs/quantization.md); a model whose math is in layers gets the 98 %
 # above.
