@@ -720,16 +720,22 @@ def test_sparse_integer_refuses_a_shallow_dense_layer():
     assert diff < INT8_RTOL * np.ptp(expected)
 
 
-def _token_lstm(steps):
+def _token_lstm(steps, bidirectional=False):
     inputs = keras.Input((steps,), dtype="int32")
     x = keras.layers.Embedding(20, 8)(inputs)
-    x = keras.layers.LSTM(8, name="lstm")(x)
+    if bidirectional:
+        x = keras.layers.Bidirectional(keras.layers.LSTM(8), name="lstm")(x)
+    else:
+        x = keras.layers.LSTM(8, name="lstm")(x)
     return keras.Model(inputs, keras.layers.Dense(3)(x))
 
 
-@pytest.mark.parametrize("mode", ["float32", "int8"])
-def test_lstm_with_a_known_length_converts_unrolled(mode):
-    model = _token_lstm(steps=6)
+@pytest.mark.parametrize(
+    "mode, bidirectional",
+    [("float32", False), ("int8", False), ("float32", True)],
+)
+def test_lstm_with_a_known_length_converts_unrolled(mode, bidirectional):
+    model = _token_lstm(steps=6, bidirectional=bidirectional)
     x = np.random.default_rng(0).integers(0, 20, size=(32, 6)).astype("int32")
     options = {"representative_data": x} if mode == "int8" else {}
     content = to_tflite(model, mode, verbose=0, **options)
@@ -739,7 +745,13 @@ def test_lstm_with_a_known_length_converts_unrolled(mode):
     diff = np.abs(run_tflite(content, x) - expected).max()
     assert diff <= (1e-5 if mode == "float32" else 0.05), diff
     # Unrolled only while exporting: the user's layer is unchanged.
-    assert model.get_layer("lstm").unroll is False
+    layer = model.get_layer("lstm")
+    for rnn in (
+        (layer.forward_layer, layer.backward_layer)
+        if bidirectional
+        else (layer,)
+    ):
+        assert rnn.unroll is False
 
 
 def test_lstm_of_unknown_length_error_says_to_fix_the_length():
