@@ -23,6 +23,7 @@ from keras_compress.pruning.prune_api import prune_low_magnitude
 from keras_compress.pruning.prune_api import strip_pruning
 from keras_compress.pruning.pruned_model import PrunedModel
 from keras_compress.pruning.registry import get_prunable_weights
+from keras_compress.pruning.registry import input_channel_axis
 from keras_compress.pruning.registry import is_prunable
 from keras_compress.pruning.schedules import ConstantSparsity
 from keras_compress.pruning.schedules import PolynomialDecay
@@ -49,6 +50,7 @@ __all__ = [
     "block_mask",
     "channel_plan",
     "get_prunable_weights",
+    "input_channel_axis",
     "get_pruners",
     "is_prunable",
     "magnitude_mask",

@@ -153,7 +153,11 @@ def prune_low_magnitude(
             # does not fit, the layer stays dense and is reported; a layer
             # named explicitly gets the wrapper's error instead.
             reasons = [
-                pruner_lib.n_m_misfit(weight, sparsity_m_by_n)
+                pruner_lib.n_m_misfit(
+                    weight,
+                    sparsity_m_by_n,
+                    registry.input_channel_axis(layer, weight),
+                )
                 for weight in registry.get_prunable_weights(layer)
             ]
             reasons = [r for r in reasons if r]

@@ -30,16 +30,17 @@ from keras_compress.pruning import masks as masks_lib
 from keras_compress.pruning import registry
 
 
-def n_m_misfit(weight, sparsity_m_by_n):
-    """Why N:M sparsity cannot apply to `weight`, or None if it can."""
+def n_m_misfit(weight, sparsity_m_by_n, axis=-2):
+    """Why N:M sparsity cannot apply to `weight` along its input-channel
+    `axis` (`registry.input_channel_axis`), or None if it can."""
     _, m = sparsity_m_by_n
     shape = tuple(weight.shape)
     if len(shape) < 2:
         return f"has shape {shape}; N:M sparsity needs rank >= 2"
-    if shape[-2] % m:
+    if shape[axis] % m:
         return (
-            f"has {shape[-2]} input channels (shape {shape}), which m={m} "
-            "does not divide"
+            f"has {shape[axis]} input channels (axis {axis} of shape "
+            f"{shape}), which m={m} does not divide"
         )
     return None
 
@@ -75,6 +76,7 @@ class LayerPruner:
         )
         self.weights = []
         self.masks = []
+        self._axes = []
         self.step = None
         # Set by UpdatePruningStep.on_train_begin; checked when a training
         # graph is traced, so that a forgotten callback is an error instead
@@ -97,8 +99,12 @@ class LayerPruner:
                 "GRU, MultiHeadAttention, or any layer that defines "
                 "get_prunable_weights()."
             )
-        for weight in weights:
-            self._check_weight(weight)
+        self._axes = [
+            registry.input_channel_axis(self.layer, weight)
+            for weight in weights
+        ]
+        for weight, axis in zip(weights, self._axes):
+            self._check_weight(weight, axis)
         self.weights = weights
         self.masks = [
             owner.add_weight(
@@ -122,7 +128,7 @@ class LayerPruner:
                 weight, constraints_lib.MaskConstraint(mask)
             )
 
-    def _check_weight(self, weight):
+    def _check_weight(self, weight, axis):
         name = f"layer '{self.layer.name}', weight '{weight.name}'"
         if self.block_size != (1, 1) and len(weight.shape) < 2:
             raise ValueError(
@@ -130,7 +136,7 @@ class LayerPruner:
                 f"{name} has shape {tuple(weight.shape)}."
             )
         if self.sparsity_m_by_n:
-            reason = n_m_misfit(weight, self.sparsity_m_by_n)
+            reason = n_m_misfit(weight, self.sparsity_m_by_n, axis)
             if reason:
                 raise ValueError(
                     f"sparsity_m_by_n={self.sparsity_m_by_n}: {name} "
@@ -183,11 +189,12 @@ class LayerPruner:
             self.step.assign(self._host_step)
         self.apply_masks()
 
-    def compute_mask(self, weight, sparsity):
-        """The mask this pruner's settings give for `weight` at `sparsity`."""
+    def compute_mask(self, weight, sparsity, axis=-2):
+        """The mask this pruner's settings give for `weight` at `sparsity`
+        (`axis`: its input channels, for N:M sparsity)."""
         if self.sparsity_m_by_n:
             n, m = self.sparsity_m_by_n
-            return masks_lib.n_m_mask(weight, n, m)
+            return masks_lib.n_m_mask(weight, n, m, axis)
         if self.block_size != (1, 1):
             return masks_lib.block_mask(
                 weight, sparsity, self.block_size, self.block_pooling_type
@@ -203,9 +210,9 @@ class LayerPruner:
         """
         if not self.sparsity_m_by_n and sparsity <= 0.0:
             return
-        for weight, mask in zip(self.weights, self.masks):
+        for weight, mask, axis in zip(self.weights, self.masks, self._axes):
             masked = weight.value * ops.cast(mask.value, weight.dtype)
-            new_mask = self.compute_mask(masked, sparsity)
+            new_mask = self.compute_mask(masked, sparsity, axis)
             mask.assign(new_mask)
             weight.assign(masked * new_mask)
 

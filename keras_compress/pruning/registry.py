@@ -107,6 +107,35 @@ def get_prunable_weights(layer):
     return None
 
 
+def input_channel_axis(layer, weight):
+    """The axis of `weight` that N:M sparsity groups along (negative).
+
+    The pattern must run along the axis the layer sums over (its input
+    channels), where sparse tensor cores and XNNPack skip the zeros. For a
+    Dense kernel `(in, out)` and a convolution's `(..., in, out)` that is
+    axis -2. An EinsumDense kernel (MultiHeadAttention's projections among
+    them) has its own layout, read from the equation: the query kernel
+    `(in, heads, head_dim)` of `"abc,cde->abde"` sums over axis 0, the
+    output kernel `(heads, head_dim, out)` of `"abcd,cde->abe"` over axes 0
+    and 1, of which the innermost, 1, is used.
+
+    Args:
+        layer: A prunable layer.
+        weight: One of `get_prunable_weights(layer)`.
+
+    Returns:
+        A negative axis index.
+    """
+    for sub in keras_private.flatten_layers(layer, include_self=True):
+        if isinstance(sub, L.EinsumDense) and sub.kernel is weight:
+            inputs, output = sub.equation.replace(".", "").split("->")
+            source, kernel = inputs.split(",")
+            summed = [c for c in kernel if c in source and c not in output]
+            if summed:
+                return kernel.index(summed[-1]) - len(kernel)
+    return -2
+
+
 def is_prunable(layer):
     """True if `layer`'s type has weights that pruning can mask.
 

@@ -170,16 +170,18 @@ def _prunable_units(layer):
 
 def _check_two_four(model):
     """Every layer whose prunable weights can all take the 2:4 pattern
-    (input channels, axis -2, a multiple of 4) has it; there is one."""
+    (along their input channels, a multiple of 4) has it; there is one."""
     checked = []
     for layer in _prunable_units(model):
         weights = kc.pruning.get_prunable_weights(layer)
+        axes = [kc.pruning.input_channel_axis(layer, w) for w in weights]
         if not weights or any(
-            len(w.shape) < 2 or w.shape[-2] % 4 for w in weights
+            len(w.shape) < 2 or w.shape[axis] % 4
+            for w, axis in zip(weights, axes)
         ):
             continue  # left dense by whole-model 2:4 pruning
-        for weight in weights:
-            values = np.moveaxis(keras.ops.convert_to_numpy(weight), -2, -1)
+        for weight, axis in zip(weights, axes):
+            values = np.moveaxis(keras.ops.convert_to_numpy(weight), axis, -1)
             nonzero = np.count_nonzero(values.reshape(-1, 4), axis=1)
             assert np.all(nonzero <= 2), f"{layer.name}/{weight.name}"
         checked.append(layer.name)

@@ -70,3 +70,38 @@ def test_n_m_mask_keeps_n_largest_in_each_group(shape):
 def test_n_m_mask_rejects_indivisible_axis():
     with pytest.raises(ValueError, match="multiple of m=4"):
         pruning.n_m_mask(np.ones((6, 3), "float32"), 2, 4)
+
+
+def test_two_four_runs_along_the_axis_attention_sums_over():
+    # Query kernel (in=16, heads=4, head_dim=8): the pattern runs along
+    # axis 0 (the 16 inputs), not the 4 heads; output kernel (4, 8, 16)
+    # along head_dim, the innermost summed axis.
+    import keras
+
+    attention = keras.layers.MultiHeadAttention(4, 8, name="mha")
+    attention.build((None, 5, 16), (None, 5, 16))
+    axes = {
+        sub.name: pruning.input_channel_axis(attention, sub.kernel)
+        for sub in (attention.query_dense, attention.output_dense)
+    }
+    assert axes == {"query": -3, "attention_output": -2}
+    dense = keras.layers.Dense(3)
+    dense.build((None, 8))
+    assert pruning.input_channel_axis(dense, dense.kernel) == -2
+
+    inputs = keras.Input((5, 16))
+    model = keras.Model(inputs, attention(inputs, inputs))
+    pruned = pruning.prune_low_magnitude(
+        model,
+        pruning_schedule=pruning.ConstantSparsity(0.5, 0, frequency=1),
+        sparsity_m_by_n=(2, 4),
+    )
+    for pruner in pruning.get_pruners(pruned):
+        pruner.update_masks(0.5)
+    stripped = pruning.strip_pruning(pruned)
+    layer = stripped.get_layer("mha")
+    for sub in (layer.query_dense, layer.output_dense):
+        axis = pruning.input_channel_axis(layer, sub.kernel)
+        values = np.moveaxis(np.asarray(sub.kernel), axis, -1)
+        groups = np.count_nonzero(values.reshape(-1, 4), axis=1)
+        assert np.all(groups == 2), sub.name
