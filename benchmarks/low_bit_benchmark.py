@@ -23,6 +23,9 @@ The workload of `BENCHMARKS.md`, in one invocation:
 3. Every file is measured by the same code: accuracy on the whole test
    set, raw and gzip -9 bytes, median single-thread latency (LiteRT
    interpreter), and what its weight tensors hold (read from the file).
+4. Per layer: the model written with every layer in float, w8a8 and
+   w4a8, each operator timed alone (`kc.convert.op_latencies`, single
+   thread) and summed per Keras layer, next to each file's latency.
 
 Usage:
 
@@ -261,7 +264,7 @@ def _qat_4bit(cfg, seed, model, data):
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
     qat = kc.quantization.quantize_model(
-        model, scheme="experimental_4bit_weights"
+        model, scheme="4bit_weights"
     )
     _common.compile_model(keras, qat, cfg["finetune_lr"])
     qat.fit(
@@ -309,6 +312,89 @@ def _measure_all(files, x_test, y_test, latency_runs):
         )
         rows[key] = row
     return rows
+
+
+PER_LAYER_PRECISIONS = ("float", "w8a8", "w4a8")
+
+
+def _per_layer_table(title, model, calibration, sample, latency_runs):
+    """Each layer's latency in a float, a w8a8 and a w4a8 file."""
+    files = {
+        spec: _ours(
+            model,
+            calibration,
+            "float32" if spec == "float" else "int8",
+            precision=spec,
+        )
+        for spec in PER_LAYER_PRECISIONS
+    }
+    layers, ops, whole = {}, {}, {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # w4a8: no int4 depthwise kernel
+        for spec, content in files.items():
+            rows = kc.convert.op_latencies(
+                content, sample=sample, num_runs=latency_runs
+            )
+            layers[spec] = kc.convert.layer_latencies(rows)
+            ops[spec] = sum(r.latency_s or 0.0 for r in rows)
+            whole[spec] = kc.convert.measure_latency(
+                content, sample, num_runs=latency_runs
+            )
+            precision = {
+                t.layer: t.precision for t in kc.convert.weight_tensors(content)
+            }
+            layers[spec] = {
+                name: (seconds, precision.get(name, "?"))
+                for name, seconds in layers[spec].items()
+            }
+    print(f"\n{title}: each layer's operators timed alone, us")
+    header = (
+        f"{'layer':24}"
+        + "".join(f" {spec:>18}" for spec in PER_LAYER_PRECISIONS)
+        + f" {'w4a8/w8a8':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    result = []
+    for name in layers["float"]:
+        cells = [layers[spec].get(name) for spec in PER_LAYER_PRECISIONS]
+        text = "".join(
+            f" {c[0] * 1e6:8.1f} {c[1]:>9}" if c else f" {'-':>18}"
+            for c in cells
+        )
+        ratio = (
+            cells[2][0] / cells[1][0] if cells[1] and cells[2] else float("nan")
+        )
+        print(f"{name:24}{text} {ratio:9.2f}")
+        result.append(
+            {
+                "layer": name,
+                **{
+                    f"{spec}_us": c[0] * 1e6 if c else None
+                    for spec, c in zip(PER_LAYER_PRECISIONS, cells)
+                },
+                **{
+                    f"{spec}_stored": c[1] if c else None
+                    for spec, c in zip(PER_LAYER_PRECISIONS, cells)
+                },
+            }
+        )
+    for label, values in (
+        ("all operators, alone", ops),
+        ("the whole file", whole),
+    ):
+        print(
+            f"{label:24}"
+            + "".join(
+                f" {values[spec] * 1e6:8.1f} {'':>9}"
+                for spec in PER_LAYER_PRECISIONS
+            )
+        )
+    return {
+        "layers": result,
+        "ops_sum_us": {k: v * 1e6 for k, v in ops.items()},
+        "file_us": {k: v * 1e6 for k, v in whole.items()},
+    }
 
 
 def _verdict(ok):
@@ -395,6 +481,13 @@ def main(argv=None):
             "pruned": pruned_run,
             "dense_pruned": dense_pruned_run,
             "rows": rows,
+            "per_layer": _per_layer_table(
+                "reference CNN",
+                model,
+                calibration,
+                x_test[:1],
+                cfg["latency_runs"],
+            ),
         }
 
     if "mobilenet" in args.models:
@@ -442,6 +535,13 @@ def main(argv=None):
             "keras_acc": keras_acc,
             "qat_keras_acc": qat_acc,
             "rows": rows,
+            "per_layer": _per_layer_table(
+                "MobileNet-style",
+                mobilenet,
+                calibration,
+                x_test[:1],
+                cfg["latency_runs"],
+            ),
         }
 
     print("\ngoals:")

@@ -83,6 +83,25 @@ MODEL_KINDS = {
 }
 
 
+def tied_language_model(vocabulary_size=16, width=8, length=5, block=None):
+    """A causal LM as KerasHub builds one (GPT-2, Gemma).
+
+    The backbone embeds the tokens and runs `block` (a `Dense(width)` named
+    "mixer" by default); the outer model reuses the same
+    `ReversibleEmbedding` ("token_embedding"), reversed, as its head.
+    """
+    embedding = keras.layers.ReversibleEmbedding(
+        vocabulary_size, width, name="token_embedding"
+    )
+    if block is None:
+        block = keras.layers.Dense(width, name="mixer")
+    tokens = keras.Input((length,), dtype="int32", name="token_ids")
+    backbone = keras.Model(tokens, block(embedding(tokens)), name="backbone")
+    outer_tokens = keras.Input((length,), dtype="int32", name="token_ids")
+    logits = embedding(backbone(outer_tokens), reverse=True)
+    return keras.Model(outer_tokens, logits, name="language_model")
+
+
 def make_model(kind):
     """Returns `(model, x, y)`: a built model of `kind` and data for it."""
     builder, shape, num_classes = MODEL_KINDS[kind]

@@ -5,8 +5,10 @@ into a LiteRT flatbuffer in float32, float16, dynamic-range, full-integer
 (int8) or 16x8 form, storing pruned weights in LiteRT's sparse format when
 that pays. `to_onnx` writes an ONNX model (float32, or float16 inside with
 float32 I/O) for ONNX Runtime and its GPU providers (`pip install
-keras-compress[onnx]`). `run_tflite`, `measure_latency`, `file_sizes` and
-`op_details` run and inspect a LiteRT file with the LiteRT interpreter
+keras-compress[onnx]`). `run_tflite`, `measure_latency`, `op_latencies`
+(each operator timed alone, summed per Keras layer by `layer_latencies`),
+`file_sizes` and `op_details` run and inspect a LiteRT file with the
+LiteRT interpreter
 (`pip install keras-compress[litert]`); `to_tflite(..., precision=...)`
 quantizes chosen layers to int4, int8 or float (`LayerPrecision`) and
 `weight_tensors` reads back what each weight tensor of a file holds;
@@ -38,6 +40,9 @@ from keras_compress.convert.layer_precision import LayerPrecision
 from keras_compress.convert.onnx import measure_onnx_latency
 from keras_compress.convert.onnx import run_onnx
 from keras_compress.convert.onnx import to_onnx
+from keras_compress.convert.op_latency import OpLatency
+from keras_compress.convert.op_latency import layer_latencies
+from keras_compress.convert.op_latency import op_latencies
 from keras_compress.convert.tflite import kernel_sparsity
 from keras_compress.convert.tflite import to_tflite
 from keras_compress.convert.verify import VerificationReport
@@ -46,12 +51,15 @@ from keras_compress.convert.verify import verify
 __all__ = [
     "LayerPrecision",
     "OpDetail",
+    "OpLatency",
     "VerificationReport",
     "file_sizes",
     "kernel_sparsity",
+    "layer_latencies",
     "measure_latency",
     "measure_onnx_latency",
     "op_details",
+    "op_latencies",
     "run_onnx",
     "run_tflite",
     "to_onnx",

@@ -143,11 +143,32 @@ def describe(weights):
 
 
 def read_model(model_content):
-    """The file as `ai_edge_litert`'s mutable object tree (`ModelT`)."""
+    """The file as `ai_edge_litert`'s mutable object tree (`ModelT`).
+
+    A buffer stored after the flatbuffer (an `offset` and `size` instead of
+    `data`, as ai-edge-quantizer writes some files) is read into `data`:
+    the object tree holds no bytes past the flatbuffer, so `write_model`
+    would otherwise write a file whose weights point past its end.
+    """
+    import numpy as np
     from ai_edge_litert.tools import flatbuffer_utils
 
     content = _files.read_model_bytes(model_content)
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    for buffer in model.buffers or ():
+        offset, size = int(buffer.offset or 0), int(buffer.size or 0)
+        if buffer.data is None and size > 0:
+            if offset + size > len(content):
+                raise ValueError(
+                    f"The LiteRT file is truncated: a buffer of {size:,} "
+                    f"bytes at offset {offset:,} ends past its "
+                    f"{len(content):,} bytes."
+                )
+            buffer.data = np.frombuffer(
+                content, dtype=np.uint8, count=size, offset=offset
+            ).copy()
+            buffer.offset = buffer.size = 0
+    return model
 
 
 def write_model(model):
@@ -221,7 +242,7 @@ def type_name(tensor_type):
 
 def tensor_names(graph, indices):
     """The names of the tensors at `indices` (skipping omitted inputs)."""
-    return [_decode(graph.tensors[i].name) for i in _indices(indices)]
+    return [_decode(graph.tensors[i].name) for i in tensor_indices(indices)]
 
 
 def layer_map(model):
@@ -260,7 +281,7 @@ def weight_ops(model):
     graph = model.subgraphs[0]
     producers = {}
     for op in graph.operators:
-        for output in _indices(op.outputs):
+        for output in tensor_indices(op.outputs):
             producers[output] = op
     for index, op in enumerate(graph.operators):
         if op_name(model, op) not in WEIGHT_OPS:
@@ -272,16 +293,16 @@ def weight_ops(model):
 
 def _weight_input(model, graph, op, producers):
     """`(tensor_index, dequantized)` of the op's constant weight, or None."""
-    for tensor_index in _indices(op.inputs):
+    for tensor_index in tensor_indices(op.inputs):
         tensor = graph.tensors[tensor_index]
         if len(tensor.shape) < 2:
             continue
-        if _is_constant(model, tensor):
+        if is_constant(model, tensor):
             return tensor_index, False
         producer = producers.get(tensor_index)
         if producer is not None and op_name(model, producer) == "DEQUANTIZE":
-            source = _indices(producer.inputs)[0]
-            if _is_constant(model, graph.tensors[source]):
+            source = tensor_indices(producer.inputs)[0]
+            if is_constant(model, graph.tensors[source]):
                 return source, True
     return None
 
@@ -291,22 +312,20 @@ def _output_type(graph, op):
     dynamic-range and float kernels write floats. (Its inputs tell less: a
     TRANSPOSE_CONV's first input is an int32 output shape, a GATHER's its
     int32 indices.)"""
-    outputs = _indices(op.outputs)
+    outputs = tensor_indices(op.outputs)
     return type_name(graph.tensors[outputs[0]].type) if outputs else "float32"
 
 
-def _is_constant(model, tensor):
+def is_constant(model, tensor):
+    """Whether `tensor` (a `TensorT` of `model`) has data stored in the file."""
     if not tensor.buffer:
         return False
     return _buffer_bytes(model, tensor) > 0
 
 
 def _buffer_bytes(model, tensor):
-    buffer = model.buffers[tensor.buffer]
-    if buffer.data is not None:
-        return len(buffer.data)
-    # Large models keep their data after the flatbuffer (offset and size).
-    return int(getattr(buffer, "size", 0) or 0)
+    data = model.buffers[tensor.buffer].data
+    return 0 if data is None else len(data)
 
 
 def _granularity(tensor):
@@ -323,7 +342,9 @@ def _granularity(tensor):
     return "channel" if len(scales) > 1 else "tensor"
 
 
-def _indices(indices):
+def tensor_indices(indices):
+    """An operator's tensor indices as ints, without the -1 of an omitted
+    optional tensor."""
     return [int(i) for i in (indices if indices is not None else ()) if i >= 0]
 
 

@@ -222,6 +222,11 @@ def measure_latency(
         # inputs get the quantized value of the same range.
     for detail, s in zip(details, sample):
         interpreter.set_tensor(detail["index"], _quantize(s, detail))
+    return _median_invoke_seconds(interpreter, num_runs, num_warmup)
+
+
+def _median_invoke_seconds(interpreter, num_runs, num_warmup):
+    """Median wall time of `interpreter.invoke()` on its current inputs."""
     for _ in range(num_warmup):
         interpreter.invoke()
     times = []

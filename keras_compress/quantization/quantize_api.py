@@ -102,13 +102,17 @@ def quantize_model(
 
     Args:
         model: A built `keras.Model`. It is not changed.
-        scheme: `"default_8bit"`, `"experimental_4bit_weights"` (4-bit
-            weights, 8-bit activations) or a `QuantizeScheme`.
+        scheme: `"default_8bit"`, `"4bit_weights"` (4-bit weights, 8-bit
+            activations; `"experimental_4bit_weights"` is the same) or a
+            `QuantizeScheme`.
         layers_to_quantize: `None` (every layer the scheme supports), a
             list of layer names, or a callable `f(layer) -> bool`.
         quantize_configs: Optional dict `{layer name: QuantizeConfig}` for
-            per-layer settings or custom layers (these layers are
-            quantized).
+            per-layer settings or custom layers, or `{layer name: scheme}`
+            (a scheme name or `QuantizeScheme`) for another precision per
+            layer: `scheme="4bit_weights", quantize_configs={"head":
+            "default_8bit"}` trains 4-bit weights except in `head`. These
+            layers are quantized.
         preserve_sparsity: `True` keeps zero weights at zero during QAT
             (for pruned models), `False` never does, `None` does it for
             each weight that is at least 10 % zeros.
@@ -282,6 +286,22 @@ def check_supported(model, quantize_configs=None):
         )
 
 
+def _layer_scheme(name, scheme, layer):
+    """The `QuantizeScheme` of `quantize_configs[name]`, for a layer it can
+    apply to: one layer, not a model or block of layers (their layers are
+    named one by one)."""
+    scheme = schemes_lib.get_scheme(scheme)
+    if layer is not None and (
+        isinstance(layer, keras.Model) or rewrite.opens_up(layer)
+    ):
+        raise ValueError(
+            f"quantize_configs['{name}'] gives scheme '{scheme.name}' to "
+            f"'{name}' ({type(layer).__name__}), which is made of layers. "
+            "A scheme applies to one layer: name the layers inside it."
+        )
+    return scheme
+
+
 class _Rewriter:
     """Plans and rebuilds graph models (one per quantize_model call)."""
 
@@ -299,13 +319,23 @@ class _Rewriter:
         self.preserve_sparsity = preserve_sparsity
         self.preserve_clusters = preserve_clusters
         self.annotated_only = annotated_only
-        self.quantize_configs = dict(quantize_configs or {})
-        names = {layer.name for layer in all_layers}
-        for name, config in self.quantize_configs.items():
+        self.quantize_configs = {}
+        # {layer name: QuantizeScheme} whose config a layer takes instead
+        # of `scheme`'s: another precision for that layer.
+        self.layer_schemes = {}
+        by_name = {layer.name: layer for layer in all_layers}
+        for name, config in (quantize_configs or {}).items():
+            if isinstance(config, (str, schemes_lib.QuantizeScheme)):
+                self.layer_schemes[name] = _layer_scheme(
+                    name, config, by_name.get(name)
+                )
+                continue
             config_lib.check_quantize_config(
                 config, f"quantize_configs['{name}']"
             )
-        self.named = set(self.quantize_configs)
+            self.quantize_configs[name] = config
+        names = set(by_name)
+        self.named = set(self.quantize_configs) | set(self.layer_schemes)
         self.select = None
         if callable(layers_to_quantize):
             self.select = layers_to_quantize
@@ -370,6 +400,9 @@ class _Rewriter:
         if not wanted:
             return _Plan("float", inner)
         config = self.quantize_configs.get(name)
+        scheme = self.layer_schemes.get(name, self.scheme)
+        if config is None and name in self.layer_schemes:
+            config = scheme.get_quantize_config(inner)
         if config is None and annotated:
             config = layer.quantize_config
         if config is None and hasattr(inner, "get_quantize_config"):
@@ -380,7 +413,7 @@ class _Rewriter:
             if explicit:
                 raise ValueError(
                     f"Layer '{name}' ({type(inner).__name__}) was asked to "
-                    f"be quantized, but scheme '{self.scheme.name}' cannot "
+                    f"be quantized, but scheme '{scheme.name}' cannot "
                     "quantize it. Give it a QuantizeConfig (quantize_configs"
                     "={name: config}) or leave it out."
                 )

@@ -15,6 +15,7 @@ from keras_compress.convert import run_tflite
 from keras_compress.convert import to_tflite
 from keras_compress.convert import verify
 from keras_compress.convert import weight_tensors
+from keras_compress.demo import reference_cnn
 from tests import helpers
 
 L = keras.layers
@@ -144,6 +145,23 @@ def test_a_map_sets_each_layer_and_the_mode_the_rest():
     assert (dense.dtype, dense.compute) == ("int4", "float")
     assert (logits.dtype, logits.compute) == ("int8", "integer")
     _check_follows(run_tflite(content, x), model.predict(x, verbose=0))
+
+
+def test_an_all_float_map_writes_every_weight_into_the_file():
+    # ai-edge-quantizer writes a file it did not quantize with its buffers
+    # after the flatbuffer (offsets); rewriting it (names, the layer map)
+    # must carry them along, or the file's weights point past its end.
+    model = reference_cnn((28, 28, 1), 10)
+    x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
+    content = to_tflite(model, precision="float")
+    assert len(content) > 4 * model.count_params()
+    stored = weight_tensors(content)
+    assert {t.layer for t in stored} == {
+        layer.name for layer in model.layers if layer.weights
+    }
+    np.testing.assert_allclose(
+        run_tflite(content, x), model.predict(x, verbose=0), atol=1e-4
+    )
 
 
 def test_dynamic_and_block_wise_precisions_on_a_float_file():

@@ -15,6 +15,7 @@ from keras_compress.convert import op_details
 from keras_compress.convert import run_tflite
 from keras_compress.convert import to_tflite
 from keras_compress.convert.verify import float_ops
+from tests import helpers
 from tests.convert.conftest import INPUT_SHAPE
 from tests.convert.conftest import dict_io_model
 from tests.convert.conftest import fake_quant_model
@@ -539,12 +540,9 @@ def test_keras_quantized_language_model_with_a_tied_head():
     # file keeps (as a GATHER table and, transposed, as the head's kernel),
     # and int8 kernels inside its custom blocks.
     keras.utils.set_random_seed(0)
-    embedding = keras.layers.ReversibleEmbedding(64, 32, name="tokens")
-    ids = keras.Input((6,), dtype="int32")
-    hidden = _FeedForward(name="block")(embedding(ids))
-    backbone = keras.Model(ids, hidden, name="backbone")
-    outer = keras.Input((6,), dtype="int32")
-    model = keras.Model(outer, embedding(backbone(outer), reverse=True))
+    model = helpers.tied_language_model(64, 32, 6, _FeedForward(name="block"))
+    backbone = model.get_layer("backbone")
+    embedding = backbone.get_layer("token_embedding")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # InputLayer
         model.quantize("int8")

@@ -8,6 +8,7 @@ import pytest
 
 import keras_compress as kc
 from keras_compress.convert import interpreter
+from tests import helpers
 
 L = keras.layers
 
@@ -235,18 +236,6 @@ def test_qat_quantizes_the_layers_of_a_custom_block():
     assert np.mean(np.abs(outputs - expected) <= 1.001 * 2 * step) >= 0.95
 
 
-def _tied_language_model():
-    # A causal LM as KerasHub builds one: the backbone embeds the tokens,
-    # the outer model reuses the same embedding, reversed, as its head.
-    embedding = L.ReversibleEmbedding(16, 8, name="token_embedding")
-    tokens = keras.Input((5,), dtype="int32", name="token_ids")
-    hidden = L.Dense(8, name="mixer")(embedding(tokens))
-    backbone = keras.Model(tokens, hidden, name="backbone")
-    outer_tokens = keras.Input((5,), dtype="int32", name="token_ids")
-    logits = embedding(backbone(outer_tokens), reverse=True)
-    return keras.Model(outer_tokens, logits, name="language_model")
-
-
 def _embeddings(model):
     found = {}
     for layer in model._flatten_layers(include_self=False):
@@ -258,7 +247,7 @@ def _embeddings(model):
 
 @pytest.mark.parametrize("technique", ["qat", "prune", "cluster"])
 def test_a_tied_embedding_stays_one_layer(technique):
-    model = _tied_language_model()
+    model = helpers.tied_language_model()
     if technique == "qat":
         result = kc.quantization.quantize_model(model)
     elif technique == "prune":

@@ -13,6 +13,7 @@ from keras_compress import pruning
 from keras_compress import quantization as q
 from keras_compress.convert import to_tflite
 from keras_compress.demo import reference_cnn
+from keras_compress.quantization import schemes
 from tests import helpers
 from tests.quantization import litert_checks
 
@@ -407,7 +408,7 @@ def test_annotate_and_apply_quantizes_only_annotated_layers():
 def test_four_bit_weight_scheme():
     keras.utils.set_random_seed(0)
     model = reference_cnn(IMAGE_SHAPE, 4)
-    qat = q.quantize_model(model, scheme="experimental_4bit_weights")
+    qat = q.quantize_model(model, scheme="4bit_weights")
     x, _ = litert_checks.toy_images(IMAGE_SHAPE, 4, 64, seed=0)
     litert_checks.observe(qat, x)
     content = litert_checks.convert_qat(qat)
@@ -429,6 +430,76 @@ def test_four_bit_weight_scheme():
         litert_checks.run(content, x),
         litert_checks.output_step(content),
     )
+
+
+def _trained_like_batch_norms(model):
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            shape = layer.moving_mean.shape
+            layer.moving_mean.assign(rng.normal(0, 0.1, shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, shape))
+    return model
+
+
+def test_four_bit_weights_on_a_mobile_style_network():
+    # Depthwise, separable, 1x1 and strided convolutions, folded
+    # BatchNorms, a residual Add and a concatenation, with 4-bit weights:
+    # every weight operator of the file, depthwise ones included, stores
+    # packed int4 and runs on integer kernels that follow the Keras model.
+    keras.utils.set_random_seed(1)
+    model = _trained_like_batch_norms(residual_depthwise_model())
+    x, y = litert_checks.toy_images((16, 16, 3), 4, 128, seed=3)
+    qat = q.quantize_model(model, scheme="4bit_weights")
+    litert_checks.compile_and_fit(qat, x, y, epochs=1, learning_rate=1e-3)
+    content = litert_checks.check_integer_file_follows_keras(qat, x)
+    stored = convert.weight_tensors(content)
+    kinds = {(t.op_name, t.dtype, t.compute) for t in stored}
+    assert kinds == {
+        ("CONV_2D", "int4", "integer"),
+        ("DEPTHWISE_CONV_2D", "int4", "integer"),
+        ("FULLY_CONNECTED", "int4", "integer"),
+    }, stored
+
+
+def test_four_and_eight_bit_weights_per_layer():
+    # `quantize_configs` gives a layer another scheme: the classifier
+    # keeps 8-bit weights in a 4-bit model, and the file stores exactly
+    # that split (read back from the flatbuffer).
+    keras.utils.set_random_seed(0)
+    model = reference_cnn(IMAGE_SHAPE, 4)
+    head = [layer.name for layer in model.layers if layer.weights][-1]
+    qat = q.quantize_model(
+        model, scheme="4bit_weights", quantize_configs={head: "default_8bit"}
+    )
+    assert qat.get_layer(f"quant_{head}").quantize_config.weight_quantizers
+    x, y = litert_checks.toy_images(IMAGE_SHAPE, 4, 128, seed=0)
+    litert_checks.compile_and_fit(qat, x, y, epochs=1, learning_rate=1e-3)
+    content = litert_checks.check_integer_file_follows_keras(qat, x)
+    stored = [(t.op_name, t.dtype) for t in convert.weight_tensors(content)]
+    assert stored[-1] == ("FULLY_CONNECTED", "int8"), stored
+    assert set(stored[:-1]) == {
+        ("CONV_2D", "int4"),
+        ("FULLY_CONNECTED", "int4"),
+    }
+    # The earlier name of the scheme is the same scheme.
+    assert schemes.get_scheme("experimental_4bit_weights").name == (
+        "4bit_weights"
+    )
+
+
+def test_per_layer_schemes_are_checked():
+    model = helpers.nested_model()
+    inner = next(
+        layer.name for layer in model.layers if isinstance(layer, keras.Model)
+    )
+    with pytest.raises(ValueError, match=f"'{inner}'.*name the layers inside"):
+        q.quantize_model(model, quantize_configs={inner: "4bit_weights"})
+    with pytest.raises(ValueError, match="Unknown quantization `scheme`"):
+        q.quantize_model(model, quantize_configs={inner: "3bit"})
+    with pytest.raises(ValueError, match=r"\['nope'\].*not in the model"):
+        q.quantize_model(model, quantize_configs={"nope": "4bit_weights"})
 
 
 def test_pruned_zeros_stay_zero_through_qat():
@@ -658,12 +729,7 @@ def test_a_language_models_tied_embedding_runs_on_int8():
     # As KerasHub's causal LMs: the backbone looks tokens up, the head is
     # the same table reversed. The file runs an int8 GATHER and an int8
     # FULLY_CONNECTED by the same table, and the token ids stay integers.
-    embedding = L.ReversibleEmbedding(16, 8, name="token_embedding")
-    tokens = keras.Input((5,), dtype="int32", name="token_ids")
-    hidden = L.Dense(8, name="mixer")(embedding(tokens))
-    backbone = keras.Model(tokens, hidden, name="backbone")
-    outer = keras.Input((5,), dtype="int32", name="token_ids")
-    model = keras.Model(outer, embedding(backbone(outer), reverse=True))
+    model = helpers.tied_language_model()
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # nothing left float
         qat = q.quantize_model(model)
