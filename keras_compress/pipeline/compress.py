@@ -599,6 +599,12 @@ def _search(
             model, plan, target, calibration, x_val[:32], latency_runs or 1
         )
 
+    def layer_latency():
+        log("  each layer's latency at 8 and 4 bits (operators timed alone)")
+        return search_lib.measure_layer_latency(
+            model, target, calibration, x_val[:1], latency_runs or 1
+        )
+
     log("Budget search: channels and precision per layer")
     result = search_lib.search(
         model,
@@ -610,6 +616,7 @@ def _search(
         channel_scan,
         bits_scan,
         log,
+        layer_latency,
     )
     for index, plan in enumerate(result.plans, start=1):
         log(f"  plan {index}: {plan.describe()}")

@@ -245,6 +245,24 @@ class CompressionReport:
                 f"| {_plan_words(row['plan'])} | {row['predicted_drop']:.4f} | "
                 f"{row['bytes']:,} | {row['latency_us']:.1f} |"
             )
+        table = self.search.get("layer_latency_us")
+        if table:
+            lines += [
+                "",
+                "Each layer's latency, its operators timed alone in an "
+                "untrained file (the latency predictions use it):",
+                "",
+                "| layer | 8-bit us | 4-bit us | 4-bit / 8-bit |",
+                "|---|---|---|---|",
+            ]
+            for layer, base in table["base"].items():
+                low = table["low"].get(layer)
+                ratio = f"{low / base:.2f}" if low and base else "-"
+                low_text = f"{low:.1f}" if low is not None else "-"
+                lines.append(f"| {layer} | {base:.1f} | {low_text} | {ratio} |")
+            lines.append(
+                f"| (operators of no layer) | {table['other']:.1f} | | |"
+            )
         for scan in self.search_scans:
             lines += ["", "```", str(scan), "```"]
         return lines + [""]

@@ -25,7 +25,14 @@ How it chooses (greedy, after NetAdapt, Yang et al. 2018):
    (`analysis.profile`): removing a fraction of a group's channels shrinks
    its producers, followers and consumers by that fraction; 4-bit weights
    halve a layer's int8 bytes. Bytes are predicted as a share of the
-   measured int8 (or float) file, latency as a share of its FLOPs.
+   measured int8 (or float) file, latency as a share of its FLOPs. With a
+   latency budget and the bits knob, each layer's latency is measured in
+   an 8-bit and a 4-bit file (`convert.op_latencies`: its operators timed
+   alone) and the latency is predicted as the sum of the layers' at their
+   planned precision, scaled by their channels: LiteRT's int4 kernels can
+   be several times slower than its int8 ones (measured: 1x1 convolutions
+   5-8x on this project's CPU), so a 4-bit layer buys bytes with time,
+   and the search knows by how much before it builds a file.
 3. From the uncompressed plan, each step takes the move (one group one
    ratio further, or one layer to 4 bits) with the best ratio of budget
    progress to predicted accuracy drop. When the prediction fits the
@@ -70,8 +77,10 @@ MAX_MEASUREMENTS = 16
 # about 10 % between runs of the same file, and a QAT file is a few
 # hundred bytes larger than the PTQ file measured for it.
 MARGINS = {"bytes": 0.98, "latency_us": 0.9}
-# Low-bit precision of each target that has one.
+# Low-bit precision of each target that has one, and the 8-bit precision
+# of the same kind (the per-layer latency table compares the two).
 LOW_BIT_PRECISION = {"tflite-int8": "w4a8", "tflite-dynamic": "w4-dynamic"}
+BASE_PRECISION = {"tflite-int8": "w8a8", "tflite-dynamic": "w8-dynamic"}
 # Weight bits of a layer with a kernel, per target (others stay float32).
 _BASE_BITS = {
     "tflite-float32": 32,
@@ -178,6 +187,8 @@ class SearchResult:
         seconds: `{"scans": s, "search": s}`.
         channel_scan: The channel `SensitivityReport`, or `None`.
         bits_scan: The precision `SensitivityReport`, or `None`.
+        layer_latency: The `LayerLatencyTable` the latency predictions
+            used, or `None` (no latency budget, or no bits knob).
     """
 
     plans: tuple
@@ -187,14 +198,41 @@ class SearchResult:
     seconds: dict
     channel_scan: object = None
     bits_scan: object = None
+    layer_latency: object = None
 
     def as_dict(self):
-        return {
+        result = {
             "plans": [p.as_dict() for p in self.plans],
             "fits": self.fits,
             "candidates": list(self.candidates),
             "notes": list(self.notes),
             "seconds": dict(self.seconds),
+        }
+        if self.layer_latency is not None:
+            result["layer_latency_us"] = self.layer_latency.as_dict()
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerLatencyTable:
+    """Each layer's latency at the base and the low-bit precision.
+
+    Attributes:
+        base: `{layer path: µs}` of its operators in the 8-bit file.
+        low: `{layer path: µs}` in the file with every layer at 4 bits.
+        other: µs of the 8-bit file's operators no layer owns (pooling,
+            reshapes, the input's quantization), which the plans keep.
+    """
+
+    base: dict
+    low: dict
+    other: float
+
+    def as_dict(self):
+        return {
+            "base": dict(self.base),
+            "low": dict(self.low),
+            "other": self.other,
         }
 
 
@@ -207,8 +245,9 @@ class _CostModel:
     take 32 (an int8 file stores biases as int32).
     """
 
-    def __init__(self, model, target, graph):
+    def __init__(self, model, target, graph, layer_latency=None):
         self.base_bits = _BASE_BITS[target]
+        self.layer_latency = layer_latency
         flops = {row.name: row.flops for row in analysis.profile(model).layers}
         # (path, name, [(size, is a matrix)], flops)
         self.layers = [
@@ -236,11 +275,15 @@ class _CostModel:
                     self.reads.setdefault(name, []).append(group.index)
 
     def estimate(self, plan):
-        """`(weight bytes, FLOPs)` of `plan`'s model, before calibration."""
+        """`(weight bytes, FLOPs, latency units)` of `plan`'s model, before
+        calibration. Latency units are µs of the layer latency table where
+        there is one, else FLOPs."""
         kept = {
             self.group_of[name]: 1.0 - ratio for name, ratio in plan.channels
         }
+        table = self.layer_latency
         total_bytes = total_flops = 0.0
+        total_time = table.other if table is not None else 0.0
         for path, name, weights, flops in self.layers:
             out_scale = kept.get(self.writes.get(name), 1.0)
             reads = self.reads.get(name)
@@ -260,7 +303,12 @@ class _CostModel:
                 else:
                     total_bytes += size * out_scale * 4
             total_flops += flops * out_scale * in_scale
-        return total_bytes, total_flops
+            if table is not None:
+                times = table.low if low else table.base
+                total_time += times.get(path, 0.0) * out_scale * in_scale
+        if table is None:
+            total_time = total_flops
+        return total_bytes, total_flops, total_time
 
 
 def search(
@@ -273,6 +321,7 @@ def search(
     channel_scan_fn,
     bits_scan_fn,
     log,
+    layer_latency_fn=None,
 ):
     """Chooses per-layer channels and bits for the size/latency `limits`.
 
@@ -289,6 +338,9 @@ def search(
         bits_scan_fn: `() -> SensitivityReport` (bits), or `None` when the
             target has no low-bit precision.
         log: Callable for progress lines.
+        layer_latency_fn: `() -> LayerLatencyTable` (see
+            `measure_layer_latency`), called when there is a latency budget
+            and a bits knob; `None` predicts latency from FLOPs alone.
 
     Returns:
         A `SearchResult`.
@@ -318,9 +370,16 @@ def search(
             f"bits left out: target {target!r} has no low-bit precision "
             f"(int4 weights need {' or '.join(LOW_BIT_PRECISION)})"
         )
+    layer_latency = None
+    if (
+        bits_scan is not None
+        and "latency_us" in limits
+        and layer_latency_fn is not None
+    ):
+        layer_latency = layer_latency_fn()
     scan_seconds = time.perf_counter() - start
     floor = 1.0 / max(len(y_val), 1)  # one sample: the drops' resolution
-    costs = _CostModel(model, target, graph)
+    costs = _CostModel(model, target, graph, layer_latency)
     greedy = _Greedy(
         costs, limits, measure_plan, channel_scan, bits_scan, floor, log
     )
@@ -368,6 +427,7 @@ def search(
         },
         channel_scan=channel_scan,
         bits_scan=bits_scan,
+        layer_latency=layer_latency,
     )
 
 
@@ -422,13 +482,13 @@ class _Greedy:
         return drop
 
     def estimate(self, plan, correction):
-        weight_bytes, flops = self.costs.estimate(plan)
-        base_bytes, base_flops = self.base_estimate
+        weight_bytes, _, latency = self.costs.estimate(plan)
+        base_bytes, _, base_latency = self.base_estimate
         figures = {
             "bytes": self.base["bytes"] * weight_bytes / max(base_bytes, 1.0),
             "latency_us": self.base["latency_us"]
-            * flops
-            / max(base_flops, 1.0),
+            * latency
+            / max(base_latency, 1e-9),
         }
         return {k: v * correction[k] for k, v in figures.items()}
 
@@ -571,3 +631,49 @@ def measure_untrained(model, plan, target, calibration, x_sample, runs):
     content = targets_lib.convert_to_target(candidate, target, calibration, ptq)
     check = convert.verify(candidate, content, x_sample, latency_runs=runs)
     return {"bytes": check.bytes, "latency_us": check.latency_s * 1e6}
+
+
+def measure_layer_latency(model, target, calibration, x_sample, runs):
+    """Each layer's latency at the target's 8-bit and 4-bit precision.
+
+    Two untrained files, every layer at one precision, each operator timed
+    alone (`convert.op_latencies`) and summed per layer.
+
+    Args:
+        model: The original model.
+        target: A `compress()` target with a low-bit precision.
+        calibration: Calibration inputs for integer files.
+        x_sample: Inputs; the first runs each file once for the operators'
+            input values.
+        runs: Timed runs per operator.
+
+    Returns:
+        A `LayerLatencyTable`.
+    """
+    import warnings
+
+    times = {}
+    other = 0.0
+    for key, spec in (
+        ("base", BASE_PRECISION[target]),
+        ("low", LOW_BIT_PRECISION[target]),
+    ):
+        ptq = steps_lib.QuantizePostTraining(spec)
+        with warnings.catch_warnings():
+            # A layer without an int4 kernel keeps 8 bits: its time says so.
+            warnings.simplefilter("ignore", UserWarning)
+            content = targets_lib.convert_to_target(
+                model, target, calibration, ptq
+            )
+        rows = convert.op_latencies(
+            content, sample=x_sample[:1], num_runs=max(runs, 1)
+        )
+        times[key] = {
+            layer: seconds * 1e6
+            for layer, seconds in convert.layer_latencies(rows).items()
+        }
+        if key == "base":
+            other = 1e6 * sum(
+                r.latency_s or 0.0 for r in rows if r.layer is None
+            )
+    return LayerLatencyTable(times["base"], times["low"], other)

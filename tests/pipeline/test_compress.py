@@ -524,6 +524,12 @@ def test_a_latency_budget_met_by_int8_alone_keeps_every_channel(task):
     latency = result.report.budget_checks["latency_us"]
     assert latency["limit"] == pytest.approx(1e6)
     assert 0 < latency["value"] == result.report.final.latency_us
+    # The search timed each layer at 8 and 4 bits, and the report says so.
+    table = result.report.search["layer_latency_us"]
+    assert set(table["base"]) == set(table["low"]) == {"fc1", "fc2", "logits"}
+    markdown = result.report.to_markdown()
+    assert "| layer | 8-bit us | 4-bit us | 4-bit / 8-bit |" in markdown
+    assert "| fc1 |" in markdown
 
 
 @pytest.mark.parametrize(

@@ -149,7 +149,7 @@ def test_the_cost_model_scales_producers_and_consumers(task):
 
     graph = pruning.channel_plan(model, 0.0).graph
     costs = search._CostModel(model, "tflite-int8", graph)
-    base_bytes, base_flops = costs.estimate(search.Plan())
+    base_bytes, base_flops, _ = costs.estimate(search.Plan())
     half = search.Plan().with_channels("fc1", 0.5)
     small = pruning.prune_channels(model, layers={"fc1": 0.5})
     # fc1 loses half its units, fc2 half its input rows: exact here. An
@@ -194,7 +194,7 @@ def test_the_relaxed_plan_is_the_most_accurate_of_its_neighbours(task):
     )
 
     def measure(plan):  # the cost model, taken as the truth
-        weight_bytes, flops = costs.estimate(plan)
+        weight_bytes, flops, _ = costs.estimate(plan)
         return {"bytes": int(weight_bytes) + 2000, "latency_us": flops / 100}
 
     base = measure(search.Plan())
@@ -217,3 +217,74 @@ def test_the_relaxed_plan_is_the_most_accurate_of_its_neighbours(task):
     for neighbour in greedy.undos(relaxed):
         if greedy.predicted_drop(neighbour) < greedy.predicted_drop(relaxed):
             assert measure(neighbour)["bytes"] > margin, neighbour
+
+
+def test_the_cost_model_prices_each_layer_at_its_measured_latency(task):
+    model, _, _ = task
+    from keras_compress import pruning
+
+    graph = pruning.channel_plan(model, 0.0).graph
+    table = search.LayerLatencyTable(
+        base={"fc1": 10.0, "fc2": 6.0, "logits": 1.0},
+        low={"fc1": 30.0, "fc2": 4.0, "logits": 1.0},
+        other=2.0,
+    )
+    costs = search._CostModel(model, "tflite-int8", graph, table)
+    plan = search.Plan()
+    assert costs.estimate(plan)[2] == pytest.approx(19.0)
+    # A 4-bit layer takes its 4-bit time: slower for fc1, faster for fc2.
+    assert costs.estimate(plan.with_low_bits("fc1"))[2] == pytest.approx(39)
+    assert costs.estimate(plan.with_low_bits("fc2"))[2] == pytest.approx(17)
+    # Half of fc1's units: fc1 writes half, fc2 reads half.
+    assert costs.estimate(plan.with_channels("fc1", 0.5))[2] == (
+        pytest.approx(5.0 + 3.0 + 1.0 + 2.0)
+    )
+    # Without a table, latency follows the FLOPs.
+    flops_only = search._CostModel(model, "tflite-int8", graph)
+    assert flops_only.estimate(plan)[2] == flops_only.estimate(plan)[1]
+
+
+def test_a_latency_budget_measures_each_layer_at_8_and_4_bits(task):
+    model, _, val = task
+    table = search.measure_layer_latency(
+        model, "tflite-int8", val[0][:64], val[0][:8], runs=3
+    )
+    assert set(table.base) == set(table.low) == {"fc1", "fc2", "logits"}
+    assert all(t > 0 for t in [*table.base.values(), *table.low.values()])
+    assert table.other >= 0
+    base = search.measure_untrained(
+        model, search.Plan(), "tflite-int8", val[0][:64], val[0][:8], 3
+    )
+    channels, bits = _scans(model, val)
+    calls = []
+
+    def layer_latency():
+        calls.append(1)
+        return table
+
+    result = search.search(
+        model,
+        "tflite-int8",
+        {"latency_us": 10 * base["latency_us"], "bytes": 0.8 * base["bytes"]},
+        _measure(model, "tflite-int8", val),
+        *val,
+        channels,
+        bits,
+        log=lambda *args: None,
+        layer_latency_fn=layer_latency,
+    )
+    assert calls == [1] and result.layer_latency is table
+    assert result.as_dict()["layer_latency_us"]["low"] == table.low
+    # A bytes budget alone does not time the layers.
+    result = search.search(
+        model,
+        "tflite-int8",
+        {"bytes": 0.8 * base["bytes"]},
+        _measure(model, "tflite-int8", val),
+        *val,
+        channels,
+        bits,
+        log=lambda *args: None,
+        layer_latency_fn=layer_latency,
+    )
+    assert calls == [1] and result.layer_latency is None
