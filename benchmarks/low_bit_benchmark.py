@@ -263,9 +263,7 @@ def _qat_4bit(cfg, seed, model, data):
     """QAT with the 4-bit weight scheme, fine-tuned from `model`."""
     (x_train, y_train), (x_test, y_test) = data
     keras.utils.set_random_seed(seed)
-    qat = kc.quantization.quantize_model(
-        model, scheme="4bit_weights"
-    )
+    qat = kc.quantization.quantize_model(model, scheme="4bit_weights")
     _common.compile_model(keras, qat, cfg["finetune_lr"])
     qat.fit(
         x_train,

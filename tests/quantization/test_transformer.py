@@ -309,9 +309,7 @@ def test_four_bit_weights_reach_the_file_packed():
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        qat = q.quantize_model(
-            transformer_block(), scheme="4bit_weights"
-        )
+        qat = q.quantize_model(transformer_block(), scheme="4bit_weights")
     x, y = data(128, 1)
     litert_checks.compile_and_fit(qat, x, y, epochs=1)
     content = litert_checks.convert_qat(qat)
