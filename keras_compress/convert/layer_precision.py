@@ -14,8 +14,9 @@ tensor names:
   The model's names are restored before the call returns and the file's
   tensors get the real names back.
 - The quantizer silently keeps an operator at the mode's precision (or in
-  float) when LiteRT has no kernel for the precision asked, e.g. int4
-  depthwise convolutions. The file is read back, every layer whose
+  float) when it has no policy for the precision asked, e.g. int4
+  depthwise convolutions (which LiteRT itself runs: the converter writes
+  them for a 4-bit QAT model). The file is read back, every layer whose
   weights do not hold the precision asked for is named in a warning, and
   the file records which layer each operator came from
   (`keras_compress.convert.weight_tensors` lists it).
@@ -183,8 +184,8 @@ class LayerPrecision:
         return cls(**config)
 
     def fallback(self):
-        """The 8-bit precision of the same kind, kept where LiteRT has no
-        kernel for this one (e.g. int4 depthwise convolutions); `None`
+        """The 8-bit precision of the same kind, kept where the quantizer
+        does not write this one (e.g. int4 depthwise convolutions); `None`
         for float and 8-bit precisions."""
         if self.is_float or (self.weight_bits == 8 and not self.block_size):
             return None
@@ -633,8 +634,8 @@ def _warn_unmet(content, per_layer, default):
             )
     if unmet:
         warnings.warn(
-            "LiteRT has no kernel for some of the precisions asked, so "
-            "these layers keep another precision: "
+            "ai-edge-quantizer does not write some of the precisions "
+            "asked, so these layers keep another precision: "
             + "; ".join(unmet)
             + ". `keras_compress.convert.weight_tensors(file)` lists every "
             "weight tensor of the file.",
