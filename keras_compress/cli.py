@@ -140,6 +140,7 @@ def _convert(args):
             ("--allow-select-tf-ops", args.allow_select_tf_ops),
             ("--precision", args.precision is not None),
             ("--algorithm", args.algorithm is not None),
+            ("--activation-range", args.activation_range is not None),
         ):
             if used:
                 raise CommandError(f"{flag} is for --to tflite, not onnx")
@@ -185,6 +186,7 @@ def _convert(args):
                 "`precision=`": "--precision",
                 "`precision`": "--precision",
                 "`algorithm`": "--algorithm",
+                "`activation_range`": "--activation-range",
             }
         ):
             content = convert.to_tflite(
@@ -198,6 +200,7 @@ def _convert(args):
                 num_calibration_samples=args.num_calibration_samples,
                 precision=precision,
                 algorithm=args.algorithm or "min_max",
+                activation_range=args.activation_range or "min_max",
                 verbose=2 if args.native_logs else 0 if args.quiet else "auto",
             )
         kind = f"LiteRT {mode}" + (", int8 I/O" if args.int8_io else "")
@@ -615,6 +618,14 @@ examples:
         help="with --precision: weight rounding (default min_max; mse; "
         "gptq: error-compensating rounding of Dense/Conv2D kernels, needs "
         "--calib)",
+    )
+    convert.add_argument(
+        "--activation-range",
+        choices=("min_max", "mse"),
+        default=None,
+        help="with --precision and integer activations: each activation's "
+        "range (default min_max, as calibrated; mse: least squared rounding "
+        "error, outliers clipped)",
     )
     convert.add_argument(
         "--float16",

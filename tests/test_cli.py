@@ -173,6 +173,9 @@ def test_convert_onnx_float16_and_verify(files, capsys):
         (["--precision", "{folder}/none.json"], "file not found"),
         (["--to", "onnx", "--precision", "w4"], "is for --to tflite"),
         (["--precision", "w4", "--algorithm", "gptq"], "--calib DATA.npz"),
+        (["--activation-range", "mse"], "pass --precision"),
+        (["--precision", "w4", "--activation-range", "mse"], "integer act"),
+        (["--to", "onnx", "--activation-range", "mse"], "is for --to tflite"),
     ],
 )
 def test_convert_errors_are_one_line(files, capsys, argv, expected):

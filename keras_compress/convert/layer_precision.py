@@ -465,6 +465,7 @@ def quantize(
     num_calibration_samples=500,
     algorithm="min_max",
     verbose="auto",
+    activation_range="min_max",
 ):
     """Converts `model` with per-layer precision; returns the file's bytes.
 
@@ -480,6 +481,8 @@ def quantize(
             Dense and Conv2D kernels from the calibration data, see
             `keras_compress.quantization.gptq`).
         verbose: As in `to_tflite`.
+        activation_range: `"min_max"` (the calibrated range) or `"mse"`
+            (see `mse_activation_ranges`).
 
     Returns:
         The quantized file's bytes.
@@ -537,6 +540,10 @@ def quantize(
             calibration = job.calibrate(
                 _calibration_batches(float_content, samples)
             )
+            if activation_range == "mse":
+                calibration = mse_activation_ranges(
+                    float_content, samples, calibration
+                )
         result = job.quantize(calibration, enable_progress_report=False)
     quantized = flatbuffer.read_model(bytes(result.quantized_model))
     final_layers = op_layers(quantized, tags)
@@ -596,6 +603,116 @@ def _calibration_batches(content, samples):
             }
         )
     return {signature: batches}
+
+
+ACTIVATION_RANGES = ("min_max", "mse")
+
+
+def has_integer_activations(precision, mode):
+    """Whether a normalized precision dict gives any layer calibrated
+    integer activations."""
+    default = precision.get("*", MODE_DEFAULTS[mode])
+    specs = [*precision.values(), default]
+    return any(LayerPrecision.from_spec(s).needs_calibration for s in specs)
+
+
+# Values of each activation tensor kept (a random subset) to choose its
+# range, and the candidate ranges tried: the observed range scaled by each
+# factor.
+_MSE_VALUES_PER_TENSOR = 1 << 16
+_MSE_RANGE_FACTORS = np.linspace(0.2, 1.0, 41)
+
+
+def mse_activation_ranges(content, samples, calibration, seed=0):
+    """Each activation's calibrated range replaced by the range with the
+    least squared error over the calibration samples.
+
+    Min-max calibration spends int8 levels on rare outliers; a narrower
+    range clips them and rounds the bulk of the values finer. For each
+    activation tensor the quantizer calibrated (the file's outputs keep
+    their range: clipping logits can tie the top classes), values are
+    gathered by running the float file on `samples`; each candidate range,
+    the observed [min, max] scaled by a factor in 0.2..1, is scored by the
+    mean squared difference between the values and their int8 rounding,
+    clipping included, and the best replaces the calibrated one. A range
+    without 0 (a variance) is kept: LiteRT's ranges must hold 0.
+
+    Args:
+        content: The float file the quantizer calibrated.
+        samples: The calibration samples (`_calibration_samples`).
+        calibration: The quantizer's calibration result, `{tensor name:
+            {"min": array, "max": array}}`; not modified.
+        seed: Seed of the random subset of values kept per tensor.
+
+    Returns:
+        A new calibration result.
+    """
+    from keras_compress.convert import interpreter as interpreter_lib
+
+    litert = interpreter_lib._litert()
+    with _native_logs.captured(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # keeps every tensor
+        full = litert.Interpreter(
+            model_content=content, experimental_preserve_all_tensors=True
+        )
+    outputs = {d["name"] for d in full.get_output_details()}
+    wanted = {
+        d["name"]: d["index"]
+        for d in full.get_tensor_details()
+        if d["name"] in calibration
+        and d["name"] not in outputs
+        and np.issubdtype(d["dtype"], np.floating)
+    }
+    rng = np.random.default_rng(seed)
+    per_sample = max(_MSE_VALUES_PER_TENSOR // max(len(samples), 1), 1)
+    values = {name: [] for name in wanted}
+    current = None
+    details = full.get_input_details()
+    for sample in samples:
+        shapes = [np.shape(x) for x in sample]
+        if shapes != current:
+            for detail, shape in zip(details, shapes):
+                full.resize_tensor_input(detail["index"], shape)
+            full.allocate_tensors()
+            current = shapes
+        for detail, x in zip(details, sample):
+            full.set_tensor(detail["index"], x)
+        full.invoke()
+        for name, index in wanted.items():
+            flat = full.get_tensor(index).reshape(-1)
+            if flat.size > per_sample:
+                flat = rng.choice(flat, per_sample, replace=False)
+            values[name].append(flat.astype(np.float32))
+    result = {name: dict(entry) for name, entry in calibration.items()}
+    for name, parts in values.items():
+        low, high = _least_squares_range(np.concatenate(parts))
+        result[name]["min"] = np.asarray(low, np.float32).reshape(
+            np.shape(calibration[name]["min"])
+        )
+        result[name]["max"] = np.asarray(high, np.float32).reshape(
+            np.shape(calibration[name]["max"])
+        )
+    return result
+
+
+def _least_squares_range(x, levels=255):
+    """The `[low, high]` whose `levels`-step rounding of `x`, clipping
+    included, has the least squared error: the observed range scaled by a
+    factor, or kept when it does not contain 0 (a variance, an inverse
+    square root: LiteRT's ranges must hold 0, scaling would only move the
+    empty end)."""
+    low, high = float(x.min()), float(x.max())
+    if not low <= 0.0 <= high or high - low <= 0:
+        return low, high
+    best, best_error = (low, high), np.inf
+    for factor in _MSE_RANGE_FACTORS:
+        a, b = low * factor, high * factor
+        scale = (b - a) / levels
+        q = np.round((np.clip(x, a, b) - a) / scale) * scale + a
+        error = float(np.mean((q - x) ** 2))
+        if error < best_error:
+            best, best_error = (a, b), error
+    return best
 
 
 def _gptq_rounded_copy(model, per_layer, default, samples):

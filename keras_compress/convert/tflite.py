@@ -52,6 +52,7 @@ def to_tflite(
     num_calibration_samples=200,
     precision=None,
     algorithm="min_max",
+    activation_range="min_max",
     verbose="auto",
 ):
     """Converts a Keras model to a LiteRT (TFLite) flatbuffer.
@@ -150,6 +151,11 @@ def to_tflite(
             error-compensating rounding of Dense and Conv2D kernels, done
             on a copy of the model from `representative_data`; other
             layers use `"min_max"`).
+        activation_range: With `precision=` and integer activations, each
+            activation's range: `"min_max"` (the calibrated range) or
+            `"mse"` (the range whose int8 rounding of the calibration
+            activations has the least squared error: outliers are clipped,
+            the bulk rounded finer; the file's outputs keep their range).
         verbose: `0` prints nothing, `1` a calibration progress bar,
             `"auto"` the bar when standard output is a terminal, `2` the bar
             and the native log lines of the TensorFlow exporter and the
@@ -205,6 +211,7 @@ def to_tflite(
             f"`algorithm`={algorithm!r} applies to `precision=` conversions; "
             "pass `precision` (e.g. 'w4a8') too."
         )
+    _check_activation_range(activation_range, precision, mode)
     if mode == "int16x8" and representative_data is None:
         raise ValueError(
             "`mode='int16x8'` needs calibration data: pass "
@@ -232,6 +239,7 @@ def to_tflite(
             num_calibration_samples=num_calibration_samples,
             precision=precision,
             algorithm=algorithm,
+            activation_range=activation_range,
             verbose=0,
         )
     if precision is not None:
@@ -250,6 +258,7 @@ def to_tflite(
             num_calibration_samples=num_calibration_samples,
             algorithm=algorithm,
             verbose=verbose,
+            activation_range=activation_range,
         )
         if path is not None:
             _files.write_atomically(path, content)
@@ -420,6 +429,30 @@ def _check_precision_arguments(
             "float model."
         )
     return precision
+
+
+def _check_activation_range(activation_range, precision, mode):
+    """Refuses an unknown `activation_range`, or `"mse"` where no layer has
+    calibrated integer activations."""
+    if activation_range not in layer_precision.ACTIVATION_RANGES:
+        raise ValueError(
+            f"Unknown `activation_range`={activation_range!r}. Expected one "
+            f"of {', '.join(layer_precision.ACTIVATION_RANGES)}."
+        )
+    if activation_range == "min_max":
+        return
+    if precision is None:
+        raise ValueError(
+            f"`activation_range`={activation_range!r} applies to "
+            "`precision=` conversions; pass `precision` (e.g. 'w4a8') too."
+        )
+    if not layer_precision.has_integer_activations(precision, mode):
+        raise ValueError(
+            f"`activation_range`={activation_range!r} chooses the ranges of "
+            "integer activations, but no precision asked has them (e.g. "
+            "'w8a8', 'w4a8'); weight-only and dynamic precisions keep "
+            "float activations."
+        )
 
 
 def _make_exportable(model):

@@ -616,6 +616,9 @@ class QuantizePostTraining(Step):
             ...) or a dict `{layer name or path: spec}`; the others get the
             target's precision. See `keras_compress.convert.LayerPrecision`.
         algorithm: Weight rounding: `"min_max"`, `"mse"` or `"gptq"`.
+        activation_range: Integer activations' ranges: `"min_max"` (as
+            calibrated) or `"mse"` (least squared rounding error; see
+            `to_tflite`).
 
     Example:
 
@@ -628,7 +631,9 @@ class QuantizePostTraining(Step):
     name = "ptq"
     trains = False
 
-    def __init__(self, precision="w4a8", algorithm="min_max"):
+    def __init__(
+        self, precision="w4a8", algorithm="min_max", activation_range="min_max"
+    ):
         from keras_compress.convert import layer_precision
 
         # Specs are checked now; layer names when the model is known.
@@ -638,10 +643,17 @@ class QuantizePostTraining(Step):
                 f"Step 'ptq': unknown `algorithm`={algorithm!r}. Expected "
                 f"one of {', '.join(layer_precision.ALGORITHMS)}."
             )
+        if activation_range not in layer_precision.ACTIVATION_RANGES:
+            raise ValueError(
+                "Step 'ptq': unknown `activation_range`="
+                f"{activation_range!r}. Expected one of "
+                f"{', '.join(layer_precision.ACTIVATION_RANGES)}."
+            )
         self.precision = (
             precision if isinstance(precision, (str, dict)) else str(precision)
         )
         self.algorithm = algorithm
+        self.activation_range = activation_range
 
     def check(self, model):
         from keras_compress.convert import layer_precision
@@ -654,7 +666,11 @@ class QuantizePostTraining(Step):
         return model
 
     def get_config(self):
-        return {"precision": self.precision, "algorithm": self.algorithm}
+        return {
+            "precision": self.precision,
+            "algorithm": self.algorithm,
+            "activation_range": self.activation_range,
+        }
 
 
 STEPS = {

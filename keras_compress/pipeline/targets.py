@@ -61,6 +61,7 @@ def convert_to_target(model, target, calibration_data=None, ptq=None):
         options.update(
             precision=ptq.precision,
             algorithm=ptq.algorithm,
+            activation_range=ptq.activation_range,
             representative_data=calibration_data,
         )
     elif precision == "int8":

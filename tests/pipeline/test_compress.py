@@ -189,6 +189,14 @@ def test_ptq_steps_check_their_arguments():
         {"step": "ptq", "precision": {"dense": "w4"}, "algorithm": "mse"}
     )
     assert step == pipeline.QuantizePostTraining({"dense": "w4"}, "mse")
+    with pytest.raises(ValueError, match="unknown `activation_range`='p99'"):
+        pipeline.QuantizePostTraining("w4a8", activation_range="p99")
+    step = pipeline.QuantizePostTraining("w4a8", "gptq", "mse")
+    assert step.get_config()["activation_range"] == "mse"
+    assert (
+        pipeline.steps.step_from_config({"step": "ptq", **step.get_config()})
+        == step
+    )
 
 
 def test_unmeetable_budget_warns_and_delivers_the_best_file(task, tmp_path):
