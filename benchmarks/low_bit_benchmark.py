@@ -9,7 +9,8 @@ The workload of `BENCHMARKS.md`, in one invocation:
    `structured_pruning_benchmark.py`: round to nearest, mse and GPTQ
    w4a8, QAT with 4-bit weights fine-tuned 2 epochs at 1e-4):
    - keras_compress: `to_tflite` float32, int8 PTQ, and
-     `to_tflite(precision=...)`: w4a8 (int4 weights, int8 activations),
+     `to_tflite(precision=...)`: w4a8 (int4 weights, int8 activations;
+     also with GPTQ and least-squares activation ranges),
      weight-only w4 with each weight-rounding algorithm (min_max, mse,
      gptq), and a mixed map (int4 convolutions, 2-bit dynamic-range for
      the 1600x128 Dense that holds 91 % of the weights);
@@ -114,6 +115,17 @@ def variants(model, pruned, calibration, dense_pruned):
         ("float32", "float32", float_content),
         ("int8", "int8 PTQ", _ours(model, calibration)),
         ("w4a8", "w4a8", _ours(model, calibration, precision="w4a8")),
+        (
+            "w4a8_gptq_mse_act",
+            "w4a8, gptq, mse activations",
+            _ours(
+                model,
+                calibration,
+                precision="w4a8",
+                algorithm="gptq",
+                activation_range="mse",
+            ),
+        ),
         (
             "w4",
             "w4 weight-only",
@@ -252,6 +264,17 @@ def mobilenet_variants(model, qat, calibration):
                 "w4a8_gptq",
                 "w4a8, gptq",
                 _ours(model, calibration, precision="w4a8", algorithm="gptq"),
+            ),
+            (
+                "w4a8_gptq_mse_act",
+                "w4a8, gptq, mse activations",
+                _ours(
+                    model,
+                    calibration,
+                    precision="w4a8",
+                    algorithm="gptq",
+                    activation_range="mse",
+                ),
             ),
             ("qat_4bit", "QAT 4-bit weights -> int8 file", _ours(qat, None)),
             (
