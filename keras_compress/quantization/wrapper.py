@@ -111,6 +111,51 @@ class _SharedRange:
         self.spec = spec
 
 
+def _producer_spec(tensor, scheme):
+    """`(layer name, (quantizer, variables))` of the quantizer whose grid
+    `tensor` is on (looking through pass-through layers), or `None`."""
+    tensor = _pass_through_input(tensor, scheme)
+    history = keras_private.producer_history(tensor)
+    if history is None:
+        return None
+    layer = history.operation
+    spec = None
+    if isinstance(layer, QuantizeWrapper) and layer._range_source:
+        spec = layer._range_source.spec  # a Concatenate sharing a range
+    elif isinstance(layer, QuantizeWrapper) and layer._output_specs:
+        spec = layer._output_specs[0]
+    elif hasattr(layer, "quantizer") and hasattr(layer, "_state"):
+        spec = (layer.quantizer, layer._state)  # a QuantizeLayer
+    return None if spec is None else (layer.name, spec)
+
+
+def _input_grid(tensor, scheme):
+    """The `_SharedRange` of the quantizer `tensor` was rounded by, when
+    its grid step is known (see `_bias_kernel`), else `None`."""
+    if not isinstance(tensor, keras.KerasTensor):
+        return None
+    found = _producer_spec(tensor, scheme)
+    if found is None or not hasattr(found[1][0], "step"):
+        return None
+    return _SharedRange(found[1])
+
+
+def _bias_kernel(layer, input_rank):
+    """The kernel whose int8 product LiteRT adds `layer`'s bias to in
+    int32 (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D), or `None`."""
+    if isinstance(layer, L.Dense) and not getattr(layer, "lora_enabled", 0):
+        return layer.kernel
+    if isinstance(
+        layer, (L.Conv1D, L.Conv2D, L.DepthwiseConv1D, L.DepthwiseConv2D)
+    ):
+        return layer.kernel
+    if isinstance(layer, L.EinsumDense) and (
+        _matmul_form(layer.equation, input_rank) is not None
+    ):
+        return layer.kernel
+    return None
+
+
 def _shared_input_range(wrapper, inputs):
     """The output range a same-scale op must use, if an input imposes one.
 
@@ -125,20 +170,10 @@ def _shared_input_range(wrapper, inputs):
     """
     sources = {}
     for tensor in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
-        tensor = _pass_through_input(tensor, wrapper.scheme)
-        history = keras_private.producer_history(tensor)
-        if history is None:
-            continue
-        layer = history.operation
-        spec = None
-        if isinstance(layer, QuantizeWrapper) and layer._range_source:
-            spec = layer._range_source.spec  # a Concatenate sharing a range
-        elif isinstance(layer, QuantizeWrapper) and layer._output_specs:
-            spec = layer._output_specs[0]
-        elif hasattr(layer, "quantizer") and hasattr(layer, "_state"):
-            spec = (layer.quantizer, layer._state)  # a QuantizeLayer
-        if spec is not None and "min" in spec[1]:
-            sources[id(spec[1]["min"])] = (layer.name, spec)
+        found = _producer_spec(tensor, wrapper.scheme)
+        if found is not None and "min" in found[1][1]:
+            name, spec = found
+            sources[id(spec[1]["min"])] = (name, spec)
     if len(sources) == 1:
         return _SharedRange(next(iter(sources.values()))[1])
     if len(sources) > 1:
@@ -389,10 +424,18 @@ class QuantizeWrapper(core.CompressionWrapper):
         self._masks = []
         self._cluster_ids = []
         self._range_source = None
+        # Grids of the inputs a bias is added on (see `quantize_bias`):
+        # "inputs", or "query", "key" and "value" of an attention layer.
+        self._input_grids = {}
 
     technique = "quantization"
 
     def __call__(self, *args, **kwargs):
+        if args and isinstance(
+            keras.tree.flatten(args[0])[0], keras.KerasTensor
+        ):
+            # Decided on the graph (when the model is built or loaded).
+            self._input_grids = self._find_input_grids(args, kwargs)
         if (
             self.quantize_output
             and isinstance(self.layer, _SAME_SCALE)
@@ -405,6 +448,33 @@ class QuantizeWrapper(core.CompressionWrapper):
             # Decided on the graph (when the model is built or loaded).
             self._range_source = _shared_input_range(self, args[0])
         return super().__call__(*args, **kwargs)
+
+    def _find_input_grids(self, args, kwargs):
+        if isinstance(self.layer, L.MultiHeadAttention):
+            query = args[0]
+            value = args[1] if len(args) > 1 else kwargs.get("value")
+            key = args[2] if len(args) > 2 else kwargs.get("key")
+            tensors = {
+                "query": query,
+                "value": value,
+                "key": value if key is None else key,
+            }
+        elif isinstance(args[0], (list, tuple, dict)):
+            return {}
+        else:
+            tensors = {"inputs": args[0]}
+        grids = {
+            name: _input_grid(tensor, self.scheme)
+            for name, tensor in tensors.items()
+        }
+        return {name: grid for name, grid in grids.items() if grid}
+
+    def _input_step(self, name):
+        grid = self._input_grids.get(name)
+        if grid is None:
+            return None
+        quantizer, variables = grid.spec
+        return quantizer.step(variables)
 
     # Building.
 
@@ -550,6 +620,8 @@ class QuantizeWrapper(core.CompressionWrapper):
                     ops.cast(ops.convert_to_tensor(bias), "float32")
                     * attention_scale
                 )
+        # id(kernel) -> its grid step, for the biases added to its product.
+        weight_steps = {}
         for variable, quantizer, state in self._weight_specs:
             weight = self._prepare(variable, folded, scale)
             if attention_scale is not None and (
@@ -557,6 +629,8 @@ class QuantizeWrapper(core.CompressionWrapper):
             ):
                 weight = weight * attention_scale
             values[id(variable)] = quantizer(weight, training, state)
+            if hasattr(quantizer, "weight_step"):
+                weight_steps[id(variable)] = quantizer.weight_step(weight)
         if folded is not None and id(folded) not in values:
             values[id(folded)] = self._prepare(folded, folded, scale)
 
@@ -568,6 +642,24 @@ class QuantizeWrapper(core.CompressionWrapper):
                 )
             else:
                 extra_bias = offset
+        kernel = None
+        if hasattr(inputs, "shape"):  # one tensor: not Add, Concatenate...
+            kernel = _bias_kernel(layer, len(inputs.shape))
+        input_step = self._input_step("inputs")
+        if (
+            kernel is not None
+            and input_step is not None
+            and id(kernel) in weight_steps
+        ):
+            step = weight_steps[id(kernel)]
+            if getattr(layer, "bias", None) is not None:
+                values[id(layer.bias)] = quantizers_lib.quantize_bias(
+                    self._weight(values, layer.bias), input_step, step
+                )
+            elif extra_bias is not None:
+                extra_bias = quantizers_lib.quantize_bias(
+                    extra_bias, input_step, step
+                )
 
         if isinstance(layer, L.SeparableConv2D):
             outputs = self._separable_conv(inputs, values, training)
@@ -581,7 +673,12 @@ class QuantizeWrapper(core.CompressionWrapper):
             outputs = self._affine(inputs, training)
         elif isinstance(layer, L.MultiHeadAttention):
             outputs = self._attention(
-                inputs, *args, values=values, training=training, **kwargs
+                inputs,
+                *args,
+                values=values,
+                weight_steps=weight_steps,
+                training=training,
+                **kwargs,
             )
         else:
             outputs = self._stateless_call(
@@ -742,6 +839,7 @@ class QuantizeWrapper(core.CompressionWrapper):
         use_causal_mask=False,
         *,
         values,
+        weight_steps,
         training,
         cache=None,
         cache_update_index=None,
@@ -790,19 +888,28 @@ class QuantizeWrapper(core.CompressionWrapper):
             quantizer, state = specs[name]
             return quantizer(tensor, training, state)
 
-        def project(dense, tensor):
+        def project(dense, tensor, input_step):
+            bias = None
+            if dense.bias is not None:
+                bias = self._weight(values, dense.bias)
+                step = weight_steps.get(id(dense.kernel))
+                if input_step is not None and step is not None:
+                    bias = quantizers_lib.quantize_bias(bias, input_step, step)
             return _project(
-                tensor,
-                dense.equation,
-                self._weight(values, dense.kernel),
-                None
-                if dense.bias is None
-                else self._weight(values, dense.bias),
+                tensor, dense.equation, self._weight(values, dense.kernel), bias
             )
 
-        query = quantize("query", project(layer.query_dense, query))
-        key = quantize("key", project(layer.key_dense, key))
-        value = quantize("value", project(layer.value_dense, value))
+        query = quantize(
+            "query",
+            project(layer.query_dense, query, self._input_step("query")),
+        )
+        key = quantize(
+            "key", project(layer.key_dense, key, self._input_step("key"))
+        )
+        value = quantize(
+            "value",
+            project(layer.value_dense, value, self._input_step("value")),
+        )
         scores = ops.einsum(layer._dot_product_equation, key, query)
         scores = quantize("scores", scores)
         if attention_mask is None:
@@ -814,7 +921,8 @@ class QuantizeWrapper(core.CompressionWrapper):
             probs = layer._dropout_layer(probs, training=training)
         outputs = ops.einsum(layer._combine_equation, probs, value)
         outputs = quantize("attention", outputs)
-        return project(layer.output_dense, outputs)
+        quantizer, state = specs["attention"]
+        return project(layer.output_dense, outputs, quantizer.step(state))
 
     def _project_dense(self, inputs, values):
         """A Dense layer on inputs of rank > 2, as one matrix product.

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_compress import quantization as q
+from keras_compress.quantization import quantizers
 
 
 def _levels(values):
@@ -81,6 +82,53 @@ def test_asymmetric_weights_cover_min_to_max():
     assert out.max() == pytest.approx(3.0, abs=0.02)
 
 
+@pytest.mark.parametrize(
+    "quantizer, shape",
+    [
+        (q.LastValueQuantizer(), (16, 8)),
+        (q.LastValueQuantizer(num_bits=4), (16, 8)),
+        (q.LastValueQuantizer(per_axis=True), (3, 3, 4, 6)),
+        (q.LastValueQuantizer(per_axis=True, axis=(-2, -1)), (3, 3, 4, 2)),
+    ],
+)
+def test_weight_step_is_the_grid_the_quantizer_rounds_to(quantizer, shape):
+    w = np.random.default_rng(5).normal(size=shape).astype("float32")
+    out = keras.ops.convert_to_numpy(quantizer(w)).reshape(-1, shape[-1])
+    step = keras.ops.convert_to_numpy(quantizer.weight_step(w))
+    if quantizer.per_axis:
+        out = out.reshape(-1, step.shape[0])
+    # Every value is a whole number of steps, the largest one at the end
+    # of the grid (127 or 7 steps).
+    steps = out / step
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    levels = 2 ** (quantizer.num_bits - 1) - 1
+    assert np.round(np.abs(steps).max()) == levels
+
+
+def test_a_bias_lands_on_the_int32_grid_with_a_straight_gradient():
+    bias = np.array([0.0104, -0.0031, 0.25], "float32")
+    # Per channel: input step 0.02 times weight steps 0.1, 0.05, 0.5.
+    rounded = quantizers.quantize_bias(bias, 0.02, np.array([0.1, 0.05, 0.5]))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(rounded),
+        [0.010, -0.003, 0.25],
+        atol=1e-7,
+    )
+    # Per tensor, any bias shape (an attention projection's (heads, dim)).
+    rounded = quantizers.quantize_bias(
+        np.full((2, 3), 0.0104, "float32"), 0.02, 0.1
+    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(rounded), 0.010)
+    import tensorflow as tf
+
+    variable = tf.Variable(bias)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(
+            3.0 * quantizers.quantize_bias(variable, 0.02, 0.1)
+        )
+    np.testing.assert_allclose(tape.gradient(loss, variable), [3.0] * 3)
+
+
 class _Holder(keras.layers.Layer):
     pass
 
@@ -115,6 +163,7 @@ def test_observer_range_contains_zero():
     out = keras.ops.convert_to_numpy(quantizer(x, training=True, weights=state))
     step = 3.0 / 255
     np.testing.assert_allclose(out, np.round(x / step) * step, atol=1e-5)
+    assert float(quantizer.step(state)) == pytest.approx(step)
     zero = keras.ops.convert_to_numpy(
         quantizer(np.zeros((1, 2), "float32"), training=False, weights=state)
     )
@@ -131,6 +180,7 @@ def test_fixed_range_quantizer_matches_litert_sigmoid_scale():
     x = np.linspace(0, 1, 1000, dtype="float32")
     out = keras.ops.convert_to_numpy(quantizer(x))
     np.testing.assert_allclose(out * 256, np.round(out * 256), atol=1e-4)
+    assert float(quantizer.step()) == pytest.approx(1 / 256)
     with pytest.raises(ValueError, match="min_value <= 0"):
         q.FixedRangeQuantizer(0.5, 1.0)
 

@@ -319,15 +319,12 @@ def test_four_bit_weights_reach_the_file_packed():
     assert all((t.dtype, t.compute) == ("int4", "integer") for t in stored), (
         stored
     )
-    # Measured (seed 0): 97.9 % of the logits within one step, against
-    # 99.3-99.5 % for the 8-bit block: under the 98 % the 8-bit checks
-    # ask. Which of LiteRT's int4 kernels and Keras's fake quantization
-    # rounds differently is not found yet; this bound records it.
+    # With its biases on the int32 grid the file adds them on (as coarse
+    # as 4-bit weights are), the block is within one step on >= 98 % of
+    # the logits, as 8-bit files are (measured 99.7 %; 97.4 % before).
     x, _ = data(300, 3)
-    within_one, max_steps = litert_checks.check_matches_keras(
+    litert_checks.check_matches_keras(
         litert_checks.predict(qat, x),
         litert_checks.run(content, x),
         litert_checks.output_step(content),
-        min_fraction=0.97,
     )
-    assert max_steps <= litert_checks.MAX_STEPS
