@@ -95,6 +95,17 @@ def _aeq_static_w4a8(job):
         job.add_static_config(".*", op, 8, 4)
 
 
+def _w4a8_gptq_mse_activations(model, calibration):
+    content = _ours(
+        model,
+        calibration,
+        precision="w4a8",
+        algorithm="gptq",
+        activation_range="mse",
+    )
+    return ("w4a8_gptq_mse_act", "w4a8, gptq, mse activations", content)
+
+
 def variants(model, pruned, calibration, dense_pruned):
     """(key, label, bytes) of every file."""
     from ai_edge_quantizer import recipe
@@ -115,17 +126,7 @@ def variants(model, pruned, calibration, dense_pruned):
         ("float32", "float32", float_content),
         ("int8", "int8 PTQ", _ours(model, calibration)),
         ("w4a8", "w4a8", _ours(model, calibration, precision="w4a8")),
-        (
-            "w4a8_gptq_mse_act",
-            "w4a8, gptq, mse activations",
-            _ours(
-                model,
-                calibration,
-                precision="w4a8",
-                algorithm="gptq",
-                activation_range="mse",
-            ),
-        ),
+        _w4a8_gptq_mse_activations(model, calibration),
         (
             "w4",
             "w4 weight-only",
@@ -265,17 +266,7 @@ def mobilenet_variants(model, qat, calibration):
                 "w4a8, gptq",
                 _ours(model, calibration, precision="w4a8", algorithm="gptq"),
             ),
-            (
-                "w4a8_gptq_mse_act",
-                "w4a8, gptq, mse activations",
-                _ours(
-                    model,
-                    calibration,
-                    precision="w4a8",
-                    algorithm="gptq",
-                    activation_range="mse",
-                ),
-            ),
+            _w4a8_gptq_mse_activations(model, calibration),
             ("qat_4bit", "QAT 4-bit weights -> int8 file", _ours(qat, None)),
             (
                 "aeq_static_w4a8",

@@ -178,26 +178,28 @@ class LastValueQuantizer(Quantizer):
             inputs = ops.copy(inputs)
         x = ops.cast(inputs, "float32")
         shape = tuple(x.shape)
+        x, channel_axis, reduce_axes = self._channel_view(x)
+        low, high = self._range(x, axis=reduce_axes)
+        outputs = _fake_quant(
+            x, low, high, self.num_bits, self.narrow_range, axis=channel_axis
+        )
+        return ops.cast(ops.reshape(outputs, shape), inputs.dtype)
+
+    def _channel_view(self, x):
+        """`(x, channel axis, axes to reduce)`: per tensor `(x, None,
+        None)`; per channel, trailing channel axes merged into one (the
+        converter sees a per-channel range along the last axis)."""
         if not self.per_axis:
-            low, high = self._range(x, axis=None)
-            return ops.cast(
-                _fake_quant(x, low, high, self.num_bits, self.narrow_range),
-                inputs.dtype,
-            )
+            return x, None, None
+        shape = tuple(x.shape)
         axes = _normalize_axes(self.axis, len(shape))
         if len(axes) > 1:
-            # One channel axis for the merged trailing axes; the converter
-            # sees a per-channel range along the last axis.
             x = ops.reshape(
                 x, shape[: axes[0]] + (math.prod(shape[axes[0] :]),)
             )
             axes = [len(x.shape) - 1]
         reduce_axes = tuple(i for i in range(len(x.shape)) if i != axes[0])
-        low, high = self._range(x, axis=reduce_axes)
-        outputs = _fake_quant(
-            x, low, high, self.num_bits, self.narrow_range, axis=axes[0]
-        )
-        return ops.cast(ops.reshape(outputs, shape), inputs.dtype)
+        return x, axes[0], reduce_axes
 
     def quantize_like(self, inputs, weight):
         """`inputs` on the grid this per-tensor quantizer puts `weight` on.
@@ -221,18 +223,8 @@ class LastValueQuantizer(Quantizer):
     def weight_step(self, weight):
         """The grid step `__call__` puts `weight` on: a scalar, or one per
         channel (along `axis`, trailing axes merged) when `per_axis`."""
-        x = ops.cast(weight, "float32")
-        axis = None
-        if self.per_axis:
-            axes = _normalize_axes(self.axis, len(x.shape))
-            shape = tuple(x.shape)
-            if len(axes) > 1:
-                x = ops.reshape(
-                    x, shape[: axes[0]] + (math.prod(shape[axes[0] :]),)
-                )
-                axes = [len(x.shape) - 1]
-            axis = tuple(i for i in range(len(x.shape)) if i != axes[0])
-        low, high = self._range(x, axis=axis)
+        x, _, reduce_axes = self._channel_view(ops.cast(weight, "float32"))
+        low, high = self._range(x, axis=reduce_axes)
         return _grid_step(low, high, self.num_bits, self.narrow_range)
 
     def _range(self, x, axis):
