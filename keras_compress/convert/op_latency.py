@@ -11,9 +11,10 @@ float32 versions knowingly.
 What "alone" leaves out: work an operator shares with its neighbours in
 the whole file (caches warmed by the previous operator, operators XNNPACK
 fuses into one partition) and the whole file's single invoke overhead,
-which each one-operator file pays once. The sum of the operators is
-therefore close to, not equal to, the file's latency; both are reported
-by the benchmarks.
+which each one-operator file pays once (about 0.6 µs on this project's
+CPU: the time of a tiny operator, an LSTM step's LOGISTIC, say). The sum of
+the operators is therefore close to, not equal to, the file's latency;
+both are reported by the benchmarks.
 """
 
 import copy
