@@ -34,10 +34,7 @@ How it chooses (greedy, after NetAdapt, Yang et al. 2018):
    5-8x on this project's CPU), so a 4-bit layer buys bytes with time,
    and the search knows how much before it builds a file. A 4-bit layer
    measured faster alone is not credited: the plan's file then comes from
-   ai-edge-quantizer, whose other operators the table does not price
-   (crediting it, and predicting the whole latency as the sum of the
-   layers' times, both made the reference CNN miss its
-   `max_latency=0.25` budget in one run each).
+   ai-edge-quantizer, whose other operators the table does not price.
 3. From the uncompressed plan, each step takes the move (one group one
    ratio further, or one layer to 4 bits) with the best ratio of budget
    progress to predicted accuracy drop. When the prediction fits the
@@ -325,9 +322,8 @@ class _CostModel:
             if table is not None and low and path in table.low:
                 # Only ever a cost: a plan with 4-bit layers is written by
                 # ai-edge-quantizer, whose file the table does not price
-                # beyond the layers (measured: crediting int4 layers that
-                # ran faster alone made the reference CNN's latency plan
-                # miss its budget).
+                # beyond its layers, so a layer faster alone is no promise
+                # of a faster file.
                 delta = max(table.low[path] - table.base.get(path, 0.0), 0.0)
                 bits_delta += delta * out_scale * in_scale
         total_time = total_flops
