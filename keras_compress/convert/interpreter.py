@@ -4,6 +4,7 @@ import dataclasses
 import gzip
 import statistics
 import time
+import warnings
 
 import numpy as np
 
@@ -31,6 +32,18 @@ def _make_interpreter(content, num_threads=None, delegates=True):
             litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         )
     return litert.Interpreter(**kwargs)
+
+
+def _preserving_interpreter(content):
+    """An interpreter that keeps every tensor after `invoke()` (not yet
+    allocated), for reading intermediate values."""
+    with _native_logs.captured(), warnings.catch_warnings():
+        # It warns that keeping every tensor is for debugging: reading
+        # them is what this interpreter is for.
+        warnings.simplefilter("ignore", UserWarning)
+        return _litert().Interpreter(
+            model_content=content, experimental_preserve_all_tensors=True
+        )
 
 
 def _allocated_interpreter(content, num_threads=None, shapes=None):

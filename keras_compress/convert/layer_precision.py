@@ -649,12 +649,7 @@ def mse_activation_ranges(content, samples, calibration, seed=0):
     """
     from keras_compress.convert import interpreter as interpreter_lib
 
-    litert = interpreter_lib._litert()
-    with _native_logs.captured(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # keeps every tensor
-        full = litert.Interpreter(
-            model_content=content, experimental_preserve_all_tensors=True
-        )
+    full = interpreter_lib._preserving_interpreter(content)
     outputs = {d["name"] for d in full.get_output_details()}
     wanted = {
         d["name"]: d["index"]

@@ -19,12 +19,10 @@ both are reported by the benchmarks.
 
 import copy
 import dataclasses
-import warnings
 
 import numpy as np
 
 from keras_compress.convert import _files
-from keras_compress.convert import _native_logs
 from keras_compress.convert import flatbuffer
 from keras_compress.convert import interpreter as interpreter_lib
 from keras_compress.convert.flatbuffer import tensor_indices
@@ -150,11 +148,13 @@ def single_op_file(model, index, values=None):
     graph = model.subgraphs[0]
     op = graph.operators[index]
     fed, baked = _inputs_alone(model, op, values or {})
-    used = []
-    for indices in (op.inputs, op.outputs, op.intermediates):
-        for i in tensor_indices(indices):
-            if i not in used:
-                used.append(i)
+    used = list(
+        dict.fromkeys(
+            i
+            for indices in (op.inputs, op.outputs, op.intermediates)
+            for i in tensor_indices(indices)
+        )
+    )
     new_index = {old: new for new, old in enumerate(used)}
     buffers = [schema.BufferT()]  # buffer 0: the empty one, by convention
     tensors = []
@@ -232,15 +232,8 @@ def _why_not_alone(model, graph, op, name):
 
 def _tensor_values(content, sample):
     """`{tensor index: value}` of every tensor in one run of the file."""
-    litert = interpreter_lib._litert()
-    with _native_logs.captured(), warnings.catch_warnings():
-        # It warns that keeping every tensor is for debugging: reading
-        # every tensor is what this run is for.
-        warnings.simplefilter("ignore", UserWarning)
-        full = litert.Interpreter(
-            model_content=content, experimental_preserve_all_tensors=True
-        )
-        full.allocate_tensors()
+    full = interpreter_lib._preserving_interpreter(content)
+    full.allocate_tensors()
     details = full.get_input_details()
     if sample is None:
         rng = np.random.default_rng(0)

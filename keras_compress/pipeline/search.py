@@ -222,25 +222,19 @@ class LayerLatencyTable:
     Attributes:
         base: `{layer path: µs}` of its operators in the 8-bit file.
         low: `{layer path: µs}` in the file with every layer at 4 bits.
-        other: µs of the 8-bit file's operators before the first layer's
-            (the input's quantization), which every plan keeps.
-        following: `{layer path: µs}` of the 8-bit file's operators that
-            no layer owns between this layer's and the next one's
-            (pooling, reshapes, an Add): they work on this layer's output
-            and shrink with its channels.
+        other: µs of the 8-bit file's operators no layer owns (the
+            input's quantization, pooling, reshapes, an Add).
     """
 
     base: dict
     low: dict
     other: float
-    following: dict = dataclasses.field(default_factory=dict)
 
     def as_dict(self):
         return {
             "base": dict(self.base),
             "low": dict(self.low),
             "other": self.other,
-            "following": dict(self.following),
         }
 
 
@@ -334,11 +328,7 @@ class _CostModel:
     def _flops_per_us(self):
         """The model's FLOPs per µs of its 8-bit file in the table."""
         table = self.layer_latency
-        micros = (
-            table.other
-            + sum(table.base.values())
-            + sum(table.following.values())
-        )
+        micros = table.other + sum(table.base.values())
         flops = sum(row[3] for row in self.layers)
         return flops / max(micros, 1e-9)
 
@@ -685,7 +675,7 @@ def measure_layer_latency(model, target, calibration, x_sample, runs):
     import warnings
 
     times = {}
-    other, following = 0.0, {}
+    other = 0.0
     for key, spec in (
         ("base", BASE_PRECISION[target]),
         ("low", LOW_BIT_PRECISION[target]),
@@ -705,15 +695,7 @@ def measure_layer_latency(model, target, calibration, x_sample, runs):
             for layer, seconds in convert.layer_latencies(rows).items()
         }
         if key == "base":
-            # An operator no layer owns goes with the last layer before it.
-            owner = None
-            for row in rows:
-                if row.layer is not None:
-                    owner = row.layer
-                    continue
-                seconds = (row.latency_s or 0.0) * 1e6
-                if owner is None:
-                    other += seconds
-                else:
-                    following[owner] = following.get(owner, 0.0) + seconds
-    return LayerLatencyTable(times["base"], times["low"], other, following)
+            other = 1e6 * sum(
+                r.latency_s or 0.0 for r in rows if r.layer is None
+            )
+    return LayerLatencyTable(times["base"], times["low"], other)
