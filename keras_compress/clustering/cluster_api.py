@@ -136,7 +136,6 @@ def cluster_weights(
     select, named = _make_selector(
         layers_to_cluster, rewrite.leaf_layers(model)
     )
-    clustered_names = []
 
     def should_cluster(layer):
         if not select(layer) or not registry.is_prunable(layer):
@@ -144,23 +143,13 @@ def cluster_weights(
         _check_layer(layer, params)
         return True
 
-    def replace(layer):
-        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
-            # A subclassed model or a custom block: clustered from the inside.
-            return clustered_model_lib.ClusteredModel.from_subclassed(
-                layer, should_cluster, params, clustered_names
-            )
-        if not should_cluster(layer):
-            return None
-        clustered_names.append(layer.name)
-        return wrapper_lib.ClusterWeights(rewrite.copy_layer(layer), **params)
-
-    if rewrite.is_graph_model(model):
-        result = rewrite.clone_and_replace(model, replace)
-    else:
-        result = clustered_model_lib.ClusteredModel.from_subclassed(
-            model, should_cluster, params, clustered_names
-        )
+    result, clustered_names = clustered_model_lib.ClusteredModel.wrap_layers(
+        model,
+        should_cluster,
+        lambda layer, p: wrapper_lib.ClusterWeights(layer, **p),
+        params,
+        is_unit=registry.is_prunable,
+    )
     if not clustered_names:
         raise ValueError(
             f"Model '{model.name}' has no layer to cluster with "
@@ -198,38 +187,12 @@ def strip_clustering(model):
     print(kc.clustering.unique_values_report(small))
     ```
     """
-    if isinstance(model, wrapper_lib.ClusterWeights):
-        copy = rewrite.copy_layer(model.layer)
-        _write_clustered(model, copy)
-        return copy
-    if isinstance(model, clustered_model_lib.ClusteredModel):
-        copy = rewrite.copy_layer(model.model)
-        leaves = rewrite.leaf_layers(copy)
-        for entry, wrapper in zip(model.clustered_layers, model.wrappers):
-            _write_clustered(wrapper, leaves[entry["index"]])
-        return copy
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "strip_clustering() takes a keras.Model or a ClusterWeights "
-            f"layer; received {type(model).__name__}."
-        )
-    if not rewrite.is_graph_model(model):
-        raise ValueError(
-            f"strip_clustering() cannot rebuild subclassed model "
-            f"'{model.name}' without its ClusterWeights wrappers. Cluster "
-            "it with cluster_weights(model) instead, which strips to the "
-            "original class."
-        )
-
-    def unwrap(layer):
-        if isinstance(
-            layer,
-            (wrapper_lib.ClusterWeights, clustered_model_lib.ClusteredModel),
-        ):
-            return strip_clustering(layer)
-        return None
-
-    return rewrite.clone_and_replace(model, unwrap)
+    return clustered_model_lib.ClusteredModel.strip_layers(
+        model,
+        wrapper_lib.ClusterWeights,
+        _write_clustered,
+        ("strip_clustering", "cluster_weights"),
+    )
 
 
 def _write_clustered(wrapper, layer_copy):

@@ -5,7 +5,10 @@
   for some variables on every backend, serializes its build config.
 - `OwningModel` (`owning_model.py`): a technique applied to a subclassed
   model, whose layers cannot be swapped: layer calls routed through
-  wrappers, recorded by position.
+  wrappers, recorded by position. `OwningModel.wrap_layers` and
+  `strip_layers` are the one driver that applies a technique's wrapper to
+  any kind of model (graph models get wrappers, subclassed models and
+  custom blocks an owning model) and strips it again.
 - `stateless.py`: "run the layer's own code with these values", and the
   call routing.
 - `constraints.py`: projections that keep a weight on its pattern (masks,

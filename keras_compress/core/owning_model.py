@@ -102,6 +102,97 @@ class OwningModel(keras.Model):
         rewrite.call_symbolically(owner, rewrite.built_input_shape(model))
         return owner
 
+    @classmethod
+    def wrap_layers(cls, model, select, wrap, params, is_unit):
+        """Wraps the layers of any kind of model that `select` picks.
+
+        The one driver of the techniques that wrap layers: in a Sequential
+        or Functional model (nested ones included) each chosen layer is
+        swapped for `wrap(copy of the layer, its params)`; a subclassed
+        model, and a custom block inside a graph (`rewrite.opens_up`) that
+        is not compressed as one unit, become an instance of `cls` that
+        routes its chosen layers' calls through wrappers.
+
+        Args:
+            model: A built model (not changed).
+            select: `select(layer) -> bool` for its leaf layers.
+            wrap: `wrap(layer, params) -> wrapper` of a (copied) layer.
+            params: The wrapper's arguments: a dict, or `params(layer) ->
+                dict` for arguments that differ per layer.
+            is_unit: `is_unit(layer) -> bool`: whether a custom block is
+                wrapped as a whole instead of opened up.
+
+        Returns:
+            `(compressed copy of model, names of the wrapped layers)`.
+        """
+        names = []
+
+        def params_of(layer):
+            return params(layer) if callable(params) else params
+
+        def replace(layer):
+            if rewrite.opens_up(layer) and not is_unit(layer):
+                # A subclassed model or a custom block: from the inside.
+                return cls.from_subclassed(layer, select, params, names)
+            if not select(layer):
+                return None
+            names.append(layer.name)
+            return wrap(rewrite.copy_layer(layer), params_of(layer))
+
+        if rewrite.is_graph_model(model):
+            return rewrite.clone_and_replace(model, replace), names
+        return cls.from_subclassed(model, select, params, names), names
+
+    @classmethod
+    def strip_layers(cls, model, wrapper_class, write, names):
+        """`model` without the technique's wrappers (the inverse of
+        `wrap_layers`).
+
+        Args:
+            model: A model from `wrap_layers` (or any graph model holding
+                `wrapper_class` layers or `cls` models), or one wrapper.
+            wrapper_class: The technique's `CompressionWrapper` class.
+            write: `write(wrapper, layer_copy)`: gives the copy of a
+                wrapped layer the weights the technique trained.
+            names: `(strip function, apply function)`, the technique's
+                public names, for the errors.
+
+        Returns:
+            A new model (or layer) of the original architecture.
+        """
+        strip_name, apply_name = names
+        if isinstance(model, wrapper_class):
+            copy = rewrite.copy_layer(model.layer)
+            write(model, copy)
+            return copy
+        if isinstance(model, cls):
+            copy = rewrite.copy_layer(model.model)
+            leaves = rewrite.leaf_layers(copy)
+            for entry, wrapper in zip(model.entries, model.wrappers):
+                write(wrapper, leaves[entry["index"]])
+            return copy
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"{strip_name}() takes a keras.Model or a "
+                f"{wrapper_class.__name__} layer; received "
+                f"{type(model).__name__}."
+            )
+        if not rewrite.is_graph_model(model):
+            # Its config would re-create the wrappers.
+            raise ValueError(
+                f"Cannot rebuild subclassed model '{model.name}' without "
+                f"its {wrapper_class.__name__} wrappers. Apply "
+                f"{apply_name}(model) to the whole model instead, which "
+                "strips to the original class."
+            )
+
+        def unwrap(layer):
+            if isinstance(layer, (wrapper_class, cls)):
+                return cls.strip_layers(layer, wrapper_class, write, names)
+            return None
+
+        return rewrite.clone_and_replace(model, unwrap)
+
     @staticmethod
     def wrapper_arguments(entry):
         """The wrapper's constructor arguments held in `entry`."""

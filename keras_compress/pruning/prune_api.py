@@ -132,7 +132,6 @@ def prune_low_magnitude(
     model = to_prune
     rewrite.check_built(model)
     select, named = _make_selector(layers_to_prune, rewrite.leaf_layers(model))
-    pruned_names = []
     left_dense = []
 
     def should_prune(layer):
@@ -166,23 +165,9 @@ def prune_low_magnitude(
                 return False
         return True
 
-    def replace(layer):
-        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
-            # A subclassed model or a custom block: pruned from the inside.
-            return pruned_model_lib.PrunedModel.from_subclassed(
-                layer, should_prune, params, pruned_names
-            )
-        if not should_prune(layer):
-            return None
-        pruned_names.append(layer.name)
-        return _wrap(rewrite.copy_layer(layer), params)
-
-    if rewrite.is_graph_model(model):
-        result = rewrite.clone_and_replace(model, replace)
-    else:
-        result = pruned_model_lib.PrunedModel.from_subclassed(
-            model, should_prune, params, pruned_names
-        )
+    result, pruned_names = pruned_model_lib.PrunedModel.wrap_layers(
+        model, should_prune, _wrap, params, is_unit=registry.is_prunable
+    )
     if not pruned_names and left_dense:
         raise ValueError(
             f"sparsity_m_by_n={tuple(sparsity_m_by_n)} fits no layer of "
@@ -235,21 +220,10 @@ def prune_per_layer(model, schedules):
     def chosen(layer):
         return id(layer) in schedules
 
-    def replace(layer):
-        if rewrite.opens_up(layer) and not registry.is_prunable(layer):
-            # A subclassed model or a custom block: pruned from the inside.
-            return pruned_model_lib.PrunedModel.from_subclassed(
-                layer, chosen, params, []
-            )
-        if not chosen(layer):
-            return None
-        return _wrap(rewrite.copy_layer(layer), params(layer))
-
-    if rewrite.is_graph_model(model):
-        return rewrite.clone_and_replace(model, replace)
-    return pruned_model_lib.PrunedModel.from_subclassed(
-        model, chosen, params, []
+    pruned, _ = pruned_model_lib.PrunedModel.wrap_layers(
+        model, chosen, _wrap, params, is_unit=registry.is_prunable
     )
+    return pruned
 
 
 def get_pruners(model):
@@ -275,39 +249,12 @@ def strip_pruning(model):
     Returns:
         A new model of the original architecture.
     """
-    if isinstance(model, wrapper_lib.PruneLowMagnitude):
-        copy = rewrite.copy_layer(model.layer)
-        _apply_masks_to_copy(model.pruner, copy)
-        return copy
-    if isinstance(model, pruned_model_lib.PrunedModel):
-        copy = rewrite.copy_layer(model.model)
-        leaves = rewrite.leaf_layers(copy)
-        for entry, pruner in zip(model.pruned_layers, model.get_pruners()):
-            _apply_masks_to_copy(pruner, leaves[entry["index"]])
-        return copy
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "strip_pruning() takes a keras.Model or a PruneLowMagnitude "
-            f"layer; received {type(model).__name__}."
-        )
-    if not rewrite.is_graph_model(model):
-        # A subclassed model built from pruned layers: its config re-creates
-        # the wrappers, so the best we can do is bake in the zeros.
-        raise ValueError(
-            f"strip_pruning() cannot rebuild subclassed model '{model.name}' "
-            "without its PruneLowMagnitude wrappers. Prune it with "
-            "prune_low_magnitude(model) instead, which strips to the "
-            "original class."
-        )
-
-    def unwrap(layer):
-        if isinstance(
-            layer, (wrapper_lib.PruneLowMagnitude, pruned_model_lib.PrunedModel)
-        ):
-            return strip_pruning(layer)
-        return None
-
-    return rewrite.clone_and_replace(model, unwrap)
+    return pruned_model_lib.PrunedModel.strip_layers(
+        model,
+        wrapper_lib.PruneLowMagnitude,
+        lambda wrapper, copy: _apply_masks_to_copy(wrapper.pruner, copy),
+        ("strip_pruning", "prune_low_magnitude"),
+    )
 
 
 def _apply_masks_to_copy(pruner, layer_copy):

@@ -15,6 +15,11 @@ blob = kc.convert.to_tflite(qat, "int8")           # integer kernels
 from keras_compress.quantization.annotate import QuantizeAnnotate
 from keras_compress.quantization.annotate import quantize_annotate_layer
 from keras_compress.quantization.batch_norm_folding import fold_batch_norm
+from keras_compress.quantization.computations import ForwardPass
+from keras_compress.quantization.computations import QuantizedComputation
+from keras_compress.quantization.computations import (
+    register_quantized_computation,
+)
 from keras_compress.quantization.observers import is_quantization_aware
 from keras_compress.quantization.observers import observer_ranges
 from keras_compress.quantization.observers import unobserved_quantizers
@@ -33,6 +38,7 @@ from keras_compress.quantization.wrapper import QuantizeWrapper
 
 __all__ = [
     "FixedRangeQuantizer",
+    "ForwardPass",
     "LastValueQuantizer",
     "LayerQuantizeConfig",
     "MovingAverageQuantizer",
@@ -41,6 +47,7 @@ __all__ = [
     "QuantizeLayer",
     "QuantizeScheme",
     "QuantizeWrapper",
+    "QuantizedComputation",
     "QuantizedModel",
     "Quantizer",
     "fold_batch_norm",
@@ -49,5 +56,6 @@ __all__ = [
     "quantize_annotate_layer",
     "quantize_apply",
     "quantize_model",
+    "register_quantized_computation",
     "unobserved_quantizers",
 ]

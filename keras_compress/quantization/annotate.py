@@ -20,8 +20,8 @@ qat = kc.quantization.quantize_apply(keras.Model(inputs, outputs))
 
 import keras
 
+from keras_compress.quantization import computations as computations_lib
 from keras_compress.quantization import quantize_config as config_lib
-from keras_compress.quantization import wrapper as wrapper_lib
 
 _PACKAGE = "keras_compress"
 
@@ -55,7 +55,9 @@ class QuantizeAnnotate(keras.layers.Wrapper):
         return self.layer(inputs, *args, **kwargs)
 
     def compute_output_shape(self, input_shape):
-        return wrapper_lib.output_shape_of(self.layer, input_shape)
+        return computations_lib.computation_for(self.layer).output_shape(
+            self.layer, input_shape
+        )
 
     def get_config(self):
         config = super().get_config()

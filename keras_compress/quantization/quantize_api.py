@@ -32,6 +32,7 @@ from keras_compress.core import batch_norm as core_batch_norm
 from keras_compress.core import keras_private
 from keras_compress.quantization import annotate as annotate_lib
 from keras_compress.quantization import batch_norm_folding as folding
+from keras_compress.quantization import computations as computations_lib
 from keras_compress.quantization import quantize_config as config_lib
 from keras_compress.quantization import quantize_layer as quantize_layer_lib
 from keras_compress.quantization import quantized_model as qmodel_lib
@@ -49,7 +50,7 @@ _ENDS_IN_ADD = (
     keras.layers.Add,
     keras.layers.Subtract,
     keras.layers.Multiply,
-) + wrapper_lib._AFFINE
+) + computations_lib.AFFINE_LAYERS
 
 
 @dataclasses.dataclass
@@ -425,7 +426,7 @@ class _Rewriter:
             getattr(inner, "activation", None)
         )
         if (
-            isinstance(inner, wrapper_lib._ACTIVATION_OWNERS)
+            computations_lib.takes_activation(inner)
             and activation is not None
             and activation not in schemes_lib.INTEGER_ACTIVATIONS
         ):
@@ -518,7 +519,7 @@ class _Rewriter:
                 continue
             # Conv/Dense (-> BN) -> ReLU/ReLU6: one op in LiteRT.
             if (
-                isinstance(source_plan.layer, wrapper_lib._ACTIVATION_OWNERS)
+                computations_lib.takes_activation(source_plan.layer)
                 and source_plan.activation is None
                 and wrapper_lib._is_linear(
                     getattr(source_plan.layer, "activation", None)
@@ -580,7 +581,7 @@ class _Rewriter:
             plan is None
             or plan.role != "wrap"
             or calls.uses.get(id(layer)) != 1
-            or not isinstance(plan.layer, wrapper_lib._ACTIVATION_OWNERS)
+            or not computations_lib.takes_activation(plan.layer)
             or plan.activation is not None
             or not wrapper_lib._is_linear(
                 getattr(plan.layer, "activation", None)

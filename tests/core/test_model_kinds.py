@@ -111,11 +111,14 @@ def test_whole_model_two_four_leaves_misfit_layers_dense():
         kc.pruning.prune_low_magnitude(
             model, sparsity_m_by_n=(2, 4), layers_to_prune=["stem"]
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    # Layers named that fit the pattern: nothing is left dense. (Only
+    # that warning counts: JAX's arrays warn on NumPy's copy keyword.)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         kc.pruning.prune_low_magnitude(
             model, sparsity_m_by_n=(2, 4), layers_to_prune=["body", "head"]
         )
+    assert not [w for w in caught if "left dense" in str(w.message)]
 
 
 @keras.saving.register_keras_serializable(package="keras_compress_tests")

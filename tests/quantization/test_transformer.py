@@ -31,7 +31,7 @@ from keras import layers as L
 from keras_compress import quantization as q
 from keras_compress.convert import op_details
 from keras_compress.convert import verify
-from keras_compress.quantization import wrapper as wrapper_lib
+from keras_compress.quantization import computations as computations_lib
 from tests.quantization import litert_checks
 
 SEQ, DIM = 8, 16
@@ -290,7 +290,7 @@ def test_projection_as_matmul_equals_einsum(
     bias = None
     if bias_shape is not None:
         bias = rng.normal(size=bias_shape).astype("float32")
-    got = wrapper_lib._project(
+    got = computations_lib.project(
         keras.ops.convert_to_tensor(x), equation, kernel, bias
     )
     want = np.einsum(equation, x, kernel)
