@@ -57,9 +57,10 @@ class QuantizeConfig:
     def get_intermediate_quantizers(self, layer):
         """Returns `{name: quantizer}` for tensors inside the layer.
 
-        Only layers whose computation the wrapper writes itself use them
-        (MultiHeadAttention: `"query"`, `"key"`, `"value"`, `"scores"`,
-        `"probs"`, `"attention"`). Optional; defaults to none.
+        Only layers with a `QuantizedComputation` of their own use them
+        (`computations.py`; MultiHeadAttention: `"query"`, `"key"`,
+        `"value"`, `"scores"`, `"probs"`, `"attention"`). Optional;
+        defaults to none.
         """
         return {}
 
@@ -86,7 +87,7 @@ class LayerQuantizeConfig(QuantizeConfig):
             needs the same scale, or a pass-through layer).
         intermediate_quantizers: Optional dict `{name: Quantizer}` for
             tensors inside the layer, for layers whose computation the
-            wrapper writes itself (see
+            layer's `QuantizedComputation` quantizes (see
             `QuantizeConfig.get_intermediate_quantizers`).
 
     Example:
