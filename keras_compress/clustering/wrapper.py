@@ -225,16 +225,8 @@ class ClusterWeights(core.CompressionWrapper):
                 )
             )
             if self.preserve_sparsity:
-                mask = self.add_weight(
-                    name=f"{weight.name}_mask",
-                    shape=weight.shape,
-                    dtype=weight.dtype,
-                    initializer="ones",
-                    trainable=False,
-                )
+                mask = core.add_mask(self, weight)
                 mask.assign((values != 0).astype(mask.dtype))
-                # The optimizer's step keeps the zeros at zero.
-                core.install_constraint(weight, core.MaskConstraint(mask))
                 masks.append(mask)
         object.__setattr__(self, "_clustered", weights)
         self._centroids = centroids

@@ -25,6 +25,7 @@ through a model.
 
 from keras_compress.core.constraints import MaskConstraint
 from keras_compress.core.constraints import WeightConstraint
+from keras_compress.core.constraints import add_mask
 from keras_compress.core.constraints import install_constraint
 from keras_compress.core.owning_model import OwningModel
 from keras_compress.core.state import CompressionState
@@ -37,6 +38,7 @@ __all__ = [
     "MaskConstraint",
     "OwningModel",
     "WeightConstraint",
+    "add_mask",
     "compression_state",
     "install_constraint",
 ]

@@ -96,6 +96,38 @@ def install_constraint(variable, constraint):
     return constraint
 
 
+def add_mask(owner, weight):
+    """A 0/1 mask of `weight` that keeps its zeros at zero while training.
+
+    The one way pruning, sparsity-preserving clustering and QAT mask a
+    weight: a non-trainable variable of `owner`, all ones, named after the
+    weight, with a `MaskConstraint` on the weight.
+
+    Args:
+        owner: The layer that owns (and saves) the mask.
+        weight: The `keras.Variable` to mask.
+
+    Returns:
+        The mask variable; assign it to set which entries are zero.
+
+    Example:
+
+    ```python
+    mask = add_mask(wrapper, layer.kernel)
+    mask.assign(keras.ops.cast(layer.kernel != 0, mask.dtype))
+    ```
+    """
+    mask = owner.add_weight(
+        name=f"{weight.name}_mask",
+        shape=weight.shape,
+        dtype=weight.dtype,
+        initializer="ones",
+        trainable=False,
+    )
+    install_constraint(weight, MaskConstraint(mask))
+    return mask
+
+
 def projection_of(variable):
     """The `WeightConstraint` installed on `variable`, or None."""
     return getattr(variable, _ATTRIBUTE, None)

@@ -2,14 +2,18 @@
 
 Keras 3 has no public way to walk a Functional graph node by node, to find
 the layer that produced a symbolic tensor, to list a layer's direct
-sub-layers, or to sync a JAX model's state from inside a callback. The
-techniques need all four. Keeping them here means a Keras upgrade that
+sub-layers, to sync a JAX model's state from inside a callback, or to
+read what a MultiHeadAttention computes with (its einsum equations, query
+scale and masking) or how a causal Conv1D pads. The techniques need them
+all. Keeping them here means a Keras upgrade that
 moves one of them breaks one file, and the tests of this file say which.
 Two more are imported as they are: `LossFunctionWrapper` (the base of
 Keras's own function losses, which the distillation losses extend) and
 `unscale_loss_for_distribution` (what Keras's train step does to a loss
 under `tf.distribute`).
 """
+
+import dataclasses
 
 import keras
 from keras.src.applications import convnext
@@ -22,8 +26,11 @@ from keras.src.ops import numpy as numpy_ops
 __all__ = [
     "APPLICATIONS_LAYER_SCALE",
     "APPLICATIONS_STOCHASTIC_DEPTH",
+    "AttentionInternals",
     "Functional",
     "LossFunctionWrapper",
+    "attention_internals",
+    "causal_padding",
     "unscale_loss_for_distribution",
     "call_has_training_arg",
     "child_layers",
@@ -107,6 +114,44 @@ def producer(tensor):
 def inbound_node(layer, index):
     """The `index`-th call node of `layer` in the graphs it is used in."""
     return layer._inbound_nodes[index]
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionInternals:
+    """What `MultiHeadAttention.call` computes with, beyond its weights.
+
+    QAT recomputes the attention with a quantizer after each step
+    (`quantization/computations.py`), and Keras has no public API for the
+    einsum equations, the query scale or the masking of a built layer.
+    """
+
+    inverse_sqrt_key_dim: float
+    dot_product_equation: str
+    combine_equation: str
+    attention_axes: tuple
+    dropout: float
+    dropout_layer: object
+    softmax: object
+    compute_attention_mask: object
+
+
+def attention_internals(layer):
+    """The `AttentionInternals` of a built `MultiHeadAttention` `layer`."""
+    return AttentionInternals(
+        inverse_sqrt_key_dim=layer._inverse_sqrt_key_dim,
+        dot_product_equation=layer._dot_product_equation,
+        combine_equation=layer._combine_equation,
+        attention_axes=tuple(layer._attention_axes),
+        dropout=layer._dropout,
+        dropout_layer=layer._dropout_layer,
+        softmax=layer._softmax,
+        compute_attention_mask=layer._compute_attention_mask,
+    )
+
+
+def causal_padding(layer):
+    """The `ops.pad` widths a causal `Conv1D` pads its inputs with."""
+    return layer._compute_causal_padding()
 
 
 # Two layers of `keras.applications` ConvNeXt that are not public Keras

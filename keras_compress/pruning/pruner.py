@@ -107,14 +107,7 @@ class LayerPruner:
             self._check_weight(weight, axis)
         self.weights = weights
         self.masks = [
-            owner.add_weight(
-                name=f"{weight.name}_mask",
-                shape=weight.shape,
-                dtype=weight.dtype,
-                initializer="ones",
-                trainable=False,
-            )
-            for weight in weights
+            constraints_lib.add_mask(owner, weight) for weight in weights
         ]
         self.step = owner.add_weight(
             name="pruning_step",
@@ -123,10 +116,6 @@ class LayerPruner:
             initializer=keras.initializers.Constant(-1),
             trainable=False,
         )
-        for weight, mask in zip(self.weights, self.masks):
-            constraints_lib.install_constraint(
-                weight, constraints_lib.MaskConstraint(mask)
-            )
 
     def _check_weight(self, weight, axis):
         name = f"layer '{self.layer.name}', weight '{weight.name}'"

@@ -61,6 +61,7 @@ from keras import layers as L
 from keras import ops
 
 from keras_compress import rewrite
+from keras_compress.core import keras_private
 from keras_compress.quantization import batch_norm_folding as folding
 from keras_compress.quantization import quantizers as quantizers_lib
 
@@ -394,7 +395,7 @@ class _Conv1DComputation(_KernelComputation):
         kernel = ops.cast(kernel, inputs.dtype)
         padding = layer.padding
         if padding == "causal":
-            inputs = ops.pad(inputs, layer._compute_causal_padding())
+            inputs = ops.pad(inputs, keras_private.causal_padding(layer))
             padding = "valid"
         spatial_axis = 1 if layer.data_format == "channels_last" else 2
         outputs = ops.conv(
@@ -633,7 +634,8 @@ class _AttentionComputation(QuantizedComputation):
 
     def prepare_weight(self, layer, variable, weight):
         if variable is layer.query_dense.kernel:
-            return weight * layer._inverse_sqrt_key_dim
+            scale = keras_private.attention_internals(layer)
+            return weight * scale.inverse_sqrt_key_dim
         return weight
 
     def float_values(self, layer):
@@ -641,7 +643,8 @@ class _AttentionComputation(QuantizedComputation):
         if bias is None:
             return {}
         value = ops.cast(ops.convert_to_tensor(bias), "float32")
-        return {id(bias): value * layer._inverse_sqrt_key_dim}
+        scale = keras_private.attention_internals(layer)
+        return {id(bias): value * scale.inverse_sqrt_key_dim}
 
     def call(self, forward, inputs, args, kwargs):
         return self._attention(forward, inputs, *args, **kwargs)
@@ -662,6 +665,7 @@ class _AttentionComputation(QuantizedComputation):
         cache_update_index=None,
     ):
         layer = forward.layer
+        internals = keras_private.attention_internals(layer)
         if cache is not None or cache_update_index is not None:
             raise ValueError(
                 f"Attention layer '{layer.name}' ({type(layer).__name__}) "
@@ -682,7 +686,7 @@ class _AttentionComputation(QuantizedComputation):
         # The Keras masks of the inputs, as MultiHeadAttention.call reads
         # them.
         query_mask = getattr(query, "_keras_mask", query_mask)
-        attention_mask = layer._compute_attention_mask(
+        attention_mask = internals.compute_attention_mask(
             query,
             value,
             query_mask=query_mask,
@@ -715,16 +719,16 @@ class _AttentionComputation(QuantizedComputation):
             "value",
             projection(layer.value_dense, value, forward.input_step("value")),
         )
-        scores = ops.einsum(layer._dot_product_equation, key, query)
+        scores = ops.einsum(internals.dot_product_equation, key, query)
         scores = forward.quantize("scores", scores)
         if attention_mask is None:
-            probs = layer._softmax(scores)
+            probs = internals.softmax(scores)
         else:
             probs = _masked_softmax(forward, scores, attention_mask)
         probs = forward.quantize("probs", probs)
-        if layer._dropout > 0.0:
-            probs = layer._dropout_layer(probs, training=forward.training)
-        outputs = ops.einsum(layer._combine_equation, probs, value)
+        if internals.dropout > 0.0:
+            probs = internals.dropout_layer(probs, training=forward.training)
+        outputs = ops.einsum(internals.combine_equation, probs, value)
         outputs = forward.quantize("attention", outputs)
         return projection(
             layer.output_dense, outputs, forward.quantizer_step("attention")
@@ -740,15 +744,15 @@ def _masked_softmax(forward, scores, attention_mask):
     the scores' range (their softmax weight is then tiny, not zero, in
     both), and are set to 0 after the softmax.
     """
-    layer = forward.layer
+    internals = keras_private.attention_internals(forward.layer)
     mask = ops.cast(attention_mask, "bool")
-    axis = -len(layer._attention_axes) * 2 - 1
+    axis = -len(internals.attention_axes) * 2 - 1
     while len(mask.shape) < len(scores.shape):
         mask = ops.expand_dims(mask, axis=axis)
     floor = forward.quantize(
         "scores", ops.convert_to_tensor(-1e9, scores.dtype), update=False
     )
-    probs = layer._softmax(ops.where(mask, scores, floor))
+    probs = internals.softmax(ops.where(mask, scores, floor))
     return ops.where(mask, probs, 0.0)
 
 

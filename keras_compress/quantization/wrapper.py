@@ -381,16 +381,8 @@ class QuantizeWrapper(core.CompressionWrapper):
         self._masks = []
         if self.preserve_sparsity:
             for variable, _, _ in self._weight_specs:
-                mask = self.add_weight(
-                    name=f"{variable.name}_mask",
-                    shape=variable.shape,
-                    dtype=variable.dtype,
-                    initializer="ones",
-                    trainable=False,
-                )
-                # The optimizer's step keeps pruned weights at zero.
-                core.install_constraint(variable, core.MaskConstraint(mask))
-                self._masks.append(mask)
+                # Set from the weights by set_masks_from_weights().
+                self._masks.append(core.add_mask(self, variable))
 
         self._cluster_ids = []
         if self.preserve_clusters:

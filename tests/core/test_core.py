@@ -7,6 +7,7 @@ import pytest
 import keras_compress as kc
 from keras_compress import core
 from keras_compress.core import constraints
+from keras_compress.core import keras_private
 from keras_compress.core import stateless
 from tests import helpers
 
@@ -102,3 +103,35 @@ def test_compression_state(kind):
         assert not state.quantized and not state.clustered
     plain = core.compression_state(keras.layers.Dense(2))
     assert plain.techniques == () and plain.wrapper is None
+
+
+def test_attention_internals_recompute_the_layer():
+    # What QAT's attention computation reads from MultiHeadAttention
+    # (private in Keras): recomputing the layer with it gives its output.
+    layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)
+    rng = np.random.default_rng(0)
+    query = rng.normal(size=(2, 3, 8)).astype("float32")
+    value = rng.normal(size=(2, 5, 8)).astype("float32")
+    expected = keras.ops.convert_to_numpy(layer(query, value))
+    internals = keras_private.attention_internals(layer)
+    q = layer.query_dense(query) * internals.inverse_sqrt_key_dim
+    k = layer.key_dense(value)
+    v = layer.value_dense(value)
+    probs = internals.softmax(
+        keras.ops.einsum(internals.dot_product_equation, k, q)
+    )
+    outputs = layer.output_dense(
+        keras.ops.einsum(internals.combine_equation, probs, v)
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(outputs), expected, atol=1e-5
+    )
+
+
+def test_causal_padding_pads_the_past():
+    layer = keras.layers.Conv1D(2, 3, padding="causal", dilation_rate=2)
+    assert [list(p) for p in keras_private.causal_padding(layer)] == [
+        [0, 0],
+        [4, 0],
+        [0, 0],
+    ]
