@@ -68,6 +68,10 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    # A fresh session before each test too: layers a test module builds at
+    # import time would otherwise take the default names ("dense") of the
+    # first test a worker runs.
+    keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     yield
     # Without Keras's full garbage collection (`free_memory`): it walked

@@ -706,11 +706,13 @@ def test_integer_files_stay_dense_unless_asked(pruned_cnn):
 def test_sparse_integer_refuses_a_shallow_dense_layer():
     # LiteRT's sparse int8 FULLY_CONNECTED is wrong below depth 16.
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(8)])
+    model = keras.Sequential(
+        [keras.Input((12,)), keras.layers.Dense(8, name="shallow")]
+    )
     kernel = model.layers[0].kernel
     kernel.assign(np.where(np.arange(96).reshape(12, 8) % 2, kernel, 0.0))
     x = np.random.default_rng(0).normal(size=(50, 12)).astype("float32")
-    with pytest.raises(ValueError, match="'dense'.*input depth of 12"):
+    with pytest.raises(ValueError, match="'shallow'.*input depth of 12"):
         to_tflite(model, "int8", sparse=True, representative_data=x)
     dense = to_tflite(model, "int8", sparse=None, representative_data=x)
     expected = model.predict(x, verbose=0)
