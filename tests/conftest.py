@@ -42,23 +42,6 @@ tf.config.set_logical_device_configuration(
 )
 
 
-# Tests of half a minute or more (a whole demo, real architectures, worker
-# processes). They run first: started last, one of them would keep a
-# pytest-xdist worker busy after the others have finished.
-_LONG_TESTS = (
-    "tests/test_demo.py",
-    "tests/zoo/",
-    "tests/pipeline/test_multiworker.py",
-    "tests/core/test_backends.py::test_jax_data_parallel",
-    "tests/test_readme.py",
-    "tests/test_examples.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(_LONG_TESTS))
-
-
 def pytest_collection_finish(session):
     # What the collection imported (TensorFlow, Keras, the tests' modules)
     # lives as long as the process: out of the garbage collector's way, its
