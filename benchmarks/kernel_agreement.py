@@ -28,14 +28,13 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(content, images, delegates):
-    from ai_edge_litert import interpreter as litert
+    # The library's interpreter factory: with `delegates=False` it takes the
+    # builtin kernels only (no XNNPACK), as `run_tflite` does on a refusal.
+    from keras_compress.convert import interpreter as litert_interpreter
 
-    options = {}
-    if not delegates:
-        options["experimental_op_resolver_type"] = (
-            litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        )
-    interpreter = litert.Interpreter(model_content=content, **options)
+    interpreter = litert_interpreter._make_interpreter(
+        content, delegates=delegates
+    )
     [input_detail] = interpreter.get_input_details()
     interpreter.resize_tensor_input(input_detail["index"], images.shape)
     interpreter.allocate_tensors()

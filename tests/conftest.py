@@ -51,9 +51,9 @@ def pytest_collection_finish(session):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    # A fresh session before each test too: layers a test module builds at
-    # import time would otherwise take the default names ("dense") of the
-    # first test a worker runs.
+    # A fresh session before each test too, so that the default layer
+    # names a test sees ("dense") never depend on which tests its worker
+    # ran before it.
     keras.backend.clear_session(free_memory=False)
     keras.utils.set_random_seed(0)
     yield
