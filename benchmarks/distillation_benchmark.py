@@ -3,7 +3,8 @@
 The distillation variant of `BENCHMARKS.md`, in one invocation, per seed `s`:
 
 1. Teacher: the reference CNN on Fashion-MNIST (60k/10k), Adam(1e-3),
-   batch 128, 3 epochs, seed `s` (225,034 parameters).
+   batch 128, 3 epochs (`--teacher-epochs`), seed `s` (225,034
+   parameters).
 2. Student (`--pair`): `reference`, Conv2D(8, 3) -> MaxPool -> Flatten ->
    Dense(32) -> Dense(10), 43,706 parameters (5.1x smaller than the
    teacher); or `tiny`, Conv2D(4, 3, stride 2) -> MaxPool -> Flatten ->
@@ -37,6 +38,8 @@ teacher's forward pass), per seed and the mean over seeds. Usage:
 
     python benchmarks/distillation_benchmark.py --seeds 0 1 2
     python benchmarks/distillation_benchmark.py --pair tiny --seeds 0 1 2
+    python benchmarks/distillation_benchmark.py --teacher-epochs 10 \\
+        --variants kc_default --seeds 0 1 2
     python benchmarks/distillation_benchmark.py --quick --seeds 0
     python benchmarks/distillation_benchmark.py --json out.json
 """
@@ -104,11 +107,11 @@ def _sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
-def _fit(model, cfg, seed, x, y):
+def _fit(model, cfg, seed, x, y, epochs=None):
     """Trains `model` (compiled) with the same data order for every run."""
     keras.utils.set_random_seed(seed)
     return _common.fit_timed(
-        keras, model, x, y, cfg["batch_size"], cfg["epochs"]
+        keras, model, x, y, cfg["batch_size"], epochs or cfg["epochs"]
     )
 
 
@@ -202,11 +205,12 @@ def train_student(key, cfg, seed, teacher, initial_weights, data):
 
 def run_seed(cfg, seed, data):
     (x_train, y_train), (x_test, y_test) = data
-    print(f"\n== seed {seed}: teacher ({cfg['epochs']} epochs) ...", flush=True)
+    epochs = cfg["teacher_epochs"]
+    print(f"\n== seed {seed}: teacher ({epochs} epochs) ...", flush=True)
     keras.utils.set_random_seed(seed)
     teacher = kc.demo.reference_cnn()
     _common.compile_model(keras, teacher, cfg["lr"])
-    teacher_times = _fit(teacher, cfg, seed, x_train, y_train)
+    teacher_times = _fit(teacher, cfg, seed, x_train, y_train, epochs)
     result = {
         "teacher": {
             "epoch_times": teacher_times,
@@ -326,6 +330,13 @@ def main(argv=None):
     )
     _common.add_arguments(parser, "validation")
     parser.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=3,
+        help="epochs of the teacher (default 3, the reference workload; "
+        "with --quick 1)",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=3.0,
@@ -340,6 +351,7 @@ def main(argv=None):
     cfg = {
         "quick": args.quick,
         "epochs": 1 if args.quick else 3,
+        "teacher_epochs": 1 if args.quick else args.teacher_epochs,
         "batch_size": 128,
         "lr": 1e-3,
         "alpha": args.alpha,
@@ -363,7 +375,8 @@ def main(argv=None):
         f"student: {args.pair} ({cfg['student_params']:,} parameters); "
         f"data: {name}, {cfg['num_train']} train / {cfg['num_test']} "
         f"{'validation (held out of train)' if args.validation else 'test'}; "
-        f"every model {cfg['epochs']} epochs Adam({cfg['lr']}), batch "
+        f"teacher {cfg['teacher_epochs']} epochs, every student "
+        f"{cfg['epochs']} epochs Adam({cfg['lr']}), batch "
         f"{cfg['batch_size']}; keras_compress logits alpha={cfg['alpha']}, "
         f"T={cfg['temperature']}; feature hint weight {cfg['hint_weight']}, "
         f"alpha={cfg['hint_alpha']}; keras.distillation "

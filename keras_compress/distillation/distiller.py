@@ -12,7 +12,7 @@ subclass of it, because most of what that class does has to differ here:
   probabilities (see `losses.py`); ours, with the keras.io arguments, is
   T² · KL on probabilities, and without them a default recipe (the DIST
   correlation loss and an automatic feature hint) that beat the student
-  trained alone in docs/distillation.md's benchmark;
+  trained alone on average in docs/distillation.md's benchmark;
 - it freezes the teacher by setting `teacher.trainable = False` on the
   user's model; ours leaves the teacher object alone and only keeps its
   variables out of the trainable set;
@@ -506,9 +506,11 @@ class Distiller(keras.Model):
         when the `Distiller` was created without `feature_distillations`, a
         feature hint (MSE, weight 0.5, learned projection) between the
         layers that feed the two models' classifiers (see
-        `FeatureDistillation` and `recipe`). It beat the student trained
-        alone on both workloads of docs/distillation.md, where the keras.io
-        loss did not. Giving any of the three selects the keras.io loss with
+        `FeatureDistillation` and `recipe`). On the test sets of
+        docs/distillation.md it beat the student trained alone by 1.47
+        points with a student 89x smaller than its teacher and by 0.30
+        (within the seed-to-seed noise) on the reference workload, where
+        the keras.io loss lost 1.15 and 0.98 points. Giving any of the three selects the keras.io loss with
         exactly the keras.io meaning (the others default to `alpha=0.1`,
         `temperature=3`, T² · KL), and no automatic hint.
 

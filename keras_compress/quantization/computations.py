@@ -578,9 +578,8 @@ class _EmbeddingComputation(QuantizedComputation):
         layer = forward.layer
         outputs = forward.call_layer(inputs, args, kwargs)
         quantizer = forward.weight_quantizer(layer.embeddings)
-        if isinstance(quantizer, quantizers_lib.LastValueQuantizer) and not (
-            quantizer.per_axis
-        ):
+        last_value = isinstance(quantizer, quantizers_lib.LastValueQuantizer)
+        if last_value and not quantizer.per_axis:
             return quantizer.quantize_like(
                 outputs, forward.float_weight(layer.embeddings)
             )
