@@ -20,6 +20,8 @@ compared too):
   `dkd_a`, non-target weight `dkd_b`;
 - `hint`: MSE between the teacher's classifier features and a learned
   projection of the student's (`FeatureDistillation` with a projection);
+  `hint_form` "standardized" compares the two after standardizing each
+  sample's features, "cosine" takes their cosine distance;
 - `conv`: the same for the first convolutions (both 26x26);
 - `mse`: MSE between the logits (Kim et al., IJCAI 2021);
 - `sp`, `spconv`: similarity-preserving KD (Tung & Mori, ICCV 2019) on the
@@ -74,6 +76,14 @@ RECIPES = {
     "conv_hint_dist": {"hint": 1.0, "dist": 1.0, "T": 1.0, "conv": 1.0},
     "hint3_dist": {"hint": 3.0, "dist": 1.0, "T": 1.0},
     "keras_io": {"ce": 0.1, "kd": 0.9, "T": 3.0},
+    "hint_norm": {"hint": 1.0, "hint_form": "standardized"},
+    "hint_cos": {"hint": 1.0, "hint_form": "cosine"},
+    "hint_norm_dist": {
+        "hint": 1.0,
+        "hint_form": "standardized",
+        "dist": 1.0,
+        "T": 1.0,
+    },
     "hint_dist_decay": {"hint": 1.0, "dist": 1.0, "T": 1.0, "decay": True},
     "hint_dist_T2": {"hint": 1.0, "dist": 1.0, "T": 2.0},
     "hint_mse": {"hint": 1.0, "mse": 0.1},
@@ -128,6 +138,23 @@ def _dkd(labels, teacher, student, temperature, a, b):
     masked_s = ops.log_softmax(student / temperature - 1000.0 * onehot)
     nckd = ops.sum(ops.exp(masked_t) * (masked_t - masked_s) * (1 - onehot), -1)
     return ops.mean(a * tckd + b * nckd) * temperature**2
+
+
+def _hint_error(projected, features, form):
+    """Per-sample hint error: MSE, MSE of per-sample standardized features
+    (no unit dominates by its scale), or cosine distance."""
+    if form == "cosine":
+        dot = ops.sum(projected * features, -1)
+        norms = ops.norm(projected, axis=-1) * ops.norm(features, axis=-1)
+        return 1.0 - dot / (norms + 1e-8)
+    if form == "standardized":
+
+        def standardize(t):
+            centered = t - ops.mean(t, -1, keepdims=True)
+            return centered / (ops.std(t, -1, keepdims=True) + 1e-6)
+
+        projected, features = standardize(projected), standardize(features)
+    return ops.mean(ops.square(projected - features), -1)
 
 
 def _similarity(teacher, student):
@@ -207,7 +234,9 @@ class _Trainer(keras.Model):
             )
         if recipe.get("hint"):
             projected = self.hint_projection(self._hidden)
-            error = ops.mean(ops.square(projected - y["features"]), -1)
+            error = _hint_error(
+                projected, y["features"], recipe.get("hint_form", "mse")
+            )
             if weight is not None:
                 error = error * weight
             teaching += recipe["hint"] * ops.mean(error)
