@@ -173,8 +173,9 @@ def _similarity(teacher, student):
 class _Trainer(keras.Model):
     """The student, its projections and one recipe's loss."""
 
-    def __init__(self, student, teacher_conv, recipe):
+    def __init__(self, student, teacher_conv, recipe, total_steps):
         super().__init__(name="recipe_trainer")
+        self.total_steps = float(total_steps)  # for `decay` and `ramp`
         self.student = student
         self.features = keras.Model(
             student.inputs,
@@ -320,9 +321,13 @@ def main(argv=None):
             keras.utils.set_random_seed(seed)
             student = build_student()
             student.set_weights(initial)
-            trainer = _Trainer(student, teacher_conv, RECIPES[name])
             epochs = args.student_epochs
-            trainer.total_steps = float(-(-len(x_train) // 128) * epochs)
+            trainer = _Trainer(
+                student,
+                teacher_conv,
+                RECIPES[name],
+                total_steps=-(-len(x_train) // 128) * epochs,
+            )
             trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
             start = time.perf_counter()
             targets = {
