@@ -510,9 +510,10 @@ class Distiller(keras.Model):
         docs/distillation.md it beat the student trained alone by 1.47
         points with a student 89x smaller than its teacher and by 0.30
         (within the seed-to-seed noise) on the reference workload, where
-        the keras.io loss lost 1.15 and 0.98 points. Giving any of the three selects the keras.io loss with
-        exactly the keras.io meaning (the others default to `alpha=0.1`,
-        `temperature=3`, T² · KL), and no automatic hint.
+        the keras.io loss lost 1.15 and 0.98 points. Giving any of the
+        three selects the keras.io loss with exactly the keras.io meaning
+        (the others default to `alpha=0.1`, `temperature=3`, T² · KL), and
+        no automatic hint.
 
         Args:
             optimizer: Optimizer for the student (name or instance). When
