@@ -252,17 +252,14 @@ class _Trainer(keras.Model):
             teaching += recipe["spconv"] * _similarity(
                 self.teacher_conv(x), self._conv
             )
+        # Linear schedules of every teaching term over the training steps:
+        # "decay" from 1 to 0, "ramp" from 0 to 1.
+        progress = ops.cast(self.optimizer.iterations, "float32") / (
+            self.total_steps
+        )
         if recipe.get("decay"):
-            # Linear decay of every teaching term to 0 over the schedule.
-            progress = ops.cast(self.optimizer.iterations, "float32") / (
-                self.total_steps
-            )
             teaching = teaching * ops.maximum(1.0 - progress, 0.0)
         if recipe.get("ramp"):
-            # Linear ramp of every teaching term from 0 over the schedule.
-            progress = ops.cast(self.optimizer.iterations, "float32") / (
-                self.total_steps
-            )
             teaching = teaching * ops.minimum(progress, 1.0)
         return total + teaching
 

@@ -44,12 +44,8 @@ def _layer_norm(inner_bits, stage, requantize):
         centered = inner(x - mean, -8.0, 8.0)
         if stage == "center":
             return fq(centered, -8.0, 8.0, num_bits=8)
-        in_variance = stage != "center"
         variance = inner(
-            tf.reduce_mean(centered * centered, -1, keepdims=True),
-            0.0,
-            64.0,
-            in_variance,
+            tf.reduce_mean(centered * centered, -1, keepdims=True), 0.0, 64.0
         )
         in_full = stage == "full"
         inv_std = inner(tf.math.rsqrt(variance + 1e-3), 0.0, 64.0, in_full)
